@@ -1,0 +1,202 @@
+"""The instructor's side: release the assignments and grade a class with nbgrader.
+
+    python -m helpers.course release          # solutions/ -> notebooks/ (student versions)
+    python -m helpers.course check-release    # exit 1 if notebooks/ is stale
+    python -m helpers.course grade            # autograde submitted/, feedback, grades.csv, score table
+    python -m helpers.course class            # all of it, with a sample class of two students
+
+The course directory is the repository root (``nbgrader_config.py``). The
+sample class adds two students to ``submitted/``: ``sample-solution`` (the
+release with the reference answers filled in, which must earn every
+autograded point) and
+``sample-blank`` (the untouched release, which must earn none). Their folders
+are rewritten on every run; nothing else in ``submitted/`` is ever modified.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+
+COURSE = Path(__file__).resolve().parents[1]
+SAMPLE_STUDENTS = ("sample-solution", "sample-blank")
+
+
+def assignments(course: Path = COURSE) -> list[str]:
+    return sorted(p.name for p in (course / "solutions").iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def nbgrader(*args: str, course: Path = COURSE, budget: str = "grade", check: bool = True) -> subprocess.CompletedProcess:
+    """Run an nbgrader command in ``course``, with this environment's tools on PATH.
+
+    nbgrader calls ``alembic`` and the Jupyter kernel through PATH, and the
+    kernel inherits this environment: ``COURSE_BUDGET`` selects the budget.
+    """
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               COURSE_BUDGET=budget, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=course, env=env,
+                          check=check, text=True)
+
+
+def _worked_on(path: Path) -> bool:
+    """Does this release notebook carry a student's run (outputs or execution counts)?"""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:
+        return True  # unreadable: keep it rather than guess
+    return any(cell.get("outputs") or cell.get("execution_count") for cell in nb.cells if cell.cell_type == "code")
+
+
+BUILD_DIR = ".release-build"  # nbgrader writes here first; kept out of git
+
+
+def _generate(course: Path) -> Path:
+    """Generate every assignment with nbgrader into ``course/.release-build``; return that folder.
+
+    Generating in the course directory itself also records the assignments'
+    grade cells in the gradebook, which autograding needs.
+    """
+    build = course / BUILD_DIR
+    shutil.rmtree(build, ignore_errors=True)
+    for name in assignments(course):
+        nbgrader("generate_assignment", name, "--force", f"--CourseDirectory.release_directory={BUILD_DIR}", course=course)
+    return build
+
+
+def _release_notebooks(folder: Path) -> set[Path]:
+    return {p.relative_to(folder) for p in folder.rglob("*.ipynb")
+            if ".before-release-" not in p.name and ".ipynb_checkpoints" not in p.parts}
+
+
+def release(course: Path = COURSE) -> list[Path]:
+    """Generate the student versions into ``notebooks/``; return the files that changed.
+
+    A release notebook that someone has run (it holds outputs) is copied aside
+    with a time stamp before it is replaced, so no student work is lost.
+    """
+    build = _generate(course)
+    changed = []
+    for relative in sorted(_release_notebooks(build)):
+        new, target = build / relative, course / "notebooks" / relative
+        if target.exists() and filecmp.cmp(new, target, shallow=False):
+            continue
+        if target.exists() and _worked_on(target):
+            keep = target.with_name(f"{target.stem}.before-release-{time.strftime('%Y%m%d-%H%M%S')}.ipynb")
+            shutil.copy2(target, keep)
+            print(f"kept the edited notebook as {keep.relative_to(course)}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(new, target)
+        changed.append(target)
+    shutil.rmtree(build)
+    return changed
+
+
+def stale_release(course: Path = COURSE) -> list[str]:
+    """Differences between ``notebooks/`` and a fresh generation from ``solutions/`` (empty: in sync)."""
+    build = _generate(course)
+    try:
+        fresh, committed = _release_notebooks(build), _release_notebooks(course / "notebooks")
+        problems = [f"missing from notebooks/: {p}" for p in sorted(fresh - committed)]
+        problems += [f"not generated from solutions/: {p}" for p in sorted(committed - fresh)]
+        problems += [f"out of date: notebooks/{p}" for p in sorted(fresh & committed)
+                     if not filecmp.cmp(build / p, course / "notebooks" / p, shallow=False)]
+        return problems
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def _solved_release(source: Path, released: Path):
+    """The release notebook with every answer cell filled from the source: a perfect submission."""
+    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(source, as_version=4).cells
+               if c.metadata.get("nbgrader", {}).get("solution")}
+    nb = nbformat.read(released, as_version=4)
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in answers:
+            cell.source = answers[grade_id]
+    return nb
+
+
+def add_sample_class(course: Path = COURSE) -> None:
+    """(Re)write the sample students' submissions: the solved release and the untouched release."""
+    for name in assignments(course):
+        for student in SAMPLE_STUDENTS:
+            target = course / "submitted" / student / name
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+        for released in (course / "notebooks" / name).glob("*.ipynb"):
+            if ".before-release-" in released.name:
+                continue
+            shutil.copy(released, course / "submitted" / "sample-blank" / name / released.name)
+            solved = _solved_release(course / "solutions" / name / released.name, released)
+            nbformat.write(solved, course / "submitted" / "sample-solution" / name / released.name)
+
+
+def submitted_students(course: Path = COURSE) -> list[str]:
+    folder = course / "submitted"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def grade(course: Path = COURSE, regrade: bool = False) -> Path:
+    """Autograde every submission, write feedback and ``grades.csv``; return the CSV's path.
+
+    Already-graded submissions are kept unless ``regrade``; the sample
+    students are always regraded since their folders are rewritten.
+    """
+    shutil.rmtree(_generate(course))  # the gradebook must know the current source notebooks
+    for name in assignments(course):
+        for student in SAMPLE_STUDENTS:
+            if (course / "submitted" / student / name).is_dir():
+                nbgrader("autograde", name, "--student", student, "--force", course=course)
+        nbgrader("autograde", name, *(["--force"] if regrade else []), course=course)
+        nbgrader("generate_feedback", name, "--force", course=course)
+    nbgrader("export", "--to", "grades.csv", course=course)
+    return course / "grades.csv"
+
+
+def score_table(csv: Path):
+    """Scores per student (rows) and assignment (columns), as 'score / max'."""
+    import pandas as pd
+
+    grades = pd.read_csv(csv)
+    grades["cell"] = grades["score"].round(1).astype(str) + " / " + grades["max_score"].round(1).astype(str)
+    return grades.pivot(index="student_id", columns="assignment", values="cell")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.course", description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=["release", "check-release", "grade", "class"])
+    parser.add_argument("--regrade", action="store_true", help="grade again submissions that were graded before")
+    args = parser.parse_args(argv)
+    if args.action == "check-release":
+        problems = stale_release()
+        print("\n".join(problems) or "notebooks/ is in sync with solutions/")
+        return 1 if problems else 0
+    if args.action in ("release", "class"):
+        changed = release()
+        print(f"release: {len(changed)} notebook(s) updated in notebooks/" if changed else "release: notebooks/ already up to date")
+    if args.action == "release":
+        return 0
+    from .data import main as data_main
+
+    if data_main(["fetch"]) != 0:
+        return 1
+    if args.action == "class":
+        add_sample_class()
+    print(f"grading {len(submitted_students())} student(s): {', '.join(submitted_students())}")
+    csv = grade(regrade=args.regrade)
+    print(f"\nGrades (autograded points; written answers await manual grading) — {csv.relative_to(COURSE)}, "
+          f"feedback in feedback/:\n")
+    print(score_table(csv).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

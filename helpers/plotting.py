@@ -1,0 +1,79 @@
+"""Figures the notebooks share. Each function draws on an Axes (or makes one) and returns it."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+
+
+def use_course_style() -> None:
+    sns.set_theme(context="notebook", style="whitegrid")
+    plt.rcParams.update({"figure.dpi": 100, "figure.figsize": (6.4, 4.2), "image.cmap": "gray"})
+
+
+def _numpy(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def scatter_by_label(points, labels, ax=None, title=None, s=12, alpha=0.8, legend_title=None):
+    """2-D points coloured by a discrete label (species, digit …), with a legend."""
+    points, labels = _numpy(points), _numpy(labels)
+    ax = ax or plt.gca()
+    palette = sns.color_palette("tab10", n_colors=max(len(np.unique(labels)), 3))
+    sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=labels, palette=palette, s=s, alpha=alpha,
+                    linewidth=0, ax=ax, legend="full")
+    ax.legend(title=legend_title, loc="best", fontsize="small", markerscale=1.5)
+    ax.set(title=title, xlabel="component 1", ylabel="component 2")
+    return ax
+
+
+def explained_variance(ratios, ax=None, title="Explained variance"):
+    """Bars of the explained-variance ratio per component and a line of their running sum (in %)."""
+    ratios = 100 * _numpy(ratios).astype(float)
+    ks = np.arange(1, len(ratios) + 1)
+    ax = ax or plt.gca()
+    ax.bar(ks, ratios, color="tab:blue", alpha=0.7, label="per component")
+    ax.plot(ks, np.cumsum(ratios), "o-", color="tab:orange", label="cumulative")
+    for k, total in zip(ks, np.cumsum(ratios)):
+        ax.annotate(f"{total:.2f} %", (k, total), textcoords="offset points", xytext=(0, 6), ha="center", fontsize="small")
+    ax.set(xticks=ks, xlabel="number of components k", ylabel="variance explained (%)", ylim=(0, 110), title=title)
+    ax.legend(loc="center right")
+    return ax
+
+
+def image_rows(rows, row_titles=None, col_titles=None, size=1.2, suptitle=None):
+    """Images in a grid, one list (or [N, 1, H, W] tensor) per row; returns the figure."""
+    rows = [_numpy(r).reshape(len(r), *_numpy(r).shape[-2:]) for r in rows]
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(size * n_cols, size * len(rows) + 0.4), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.grid(False)
+            if j < len(row):
+                ax.imshow(row[j], cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.axis("off")
+            if col_titles is not None and i == 0 and j < len(col_titles):
+                ax.set_title(str(col_titles[j]), fontsize="small")
+        if row_titles is not None:
+            axes[i, 0].set_ylabel(row_titles[i], rotation=0, ha="right", va="center", fontsize="small")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images, nrow=8, title=None, ax=None, value_range=(0, 1)):
+    """Many images tiled into one picture (torchvision's ``make_grid``)."""
+    from torchvision.utils import make_grid
+
+    images = torch.as_tensor(_numpy(images)).float()
+    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0, normalize=True, value_range=value_range)
+    ax = ax or plt.gca()
+    ax.imshow(grid.permute(1, 2, 0).numpy())
+    ax.set_axis_off()
+    ax.set_title(title)
+    return ax

@@ -1,0 +1,22 @@
+"""nbgrader configuration: this repository is the course directory."""
+c = get_config()  # noqa: F821 (provided by nbgrader)
+
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "notebooks"
+# Every assignment folder under solutions/ is released as it is: notebooks only,
+# no data or checkpoints copied alongside.
+c.CourseDirectory.include = ["*.ipynb"]
+
+# Per-cell limit when autograding. The `grade` budget keeps every cell under
+# ~20 s on a 2-core CPU; a cell that runs past this (an endless loop in a
+# submission) is interrupted, scored 0, and grading goes on with the next cell.
+c.Execute.timeout = 180
+c.Execute.interrupt_on_timeout = True
+
+# nbgrader scores a test cell 0 if it writes to stderr. The checkers keep
+# student code's warnings and progress bars off stderr; this catches what
+# libraries print around them (warnings, tqdm bars) so they never cost points.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"(Warning|warnings\.warn|\d+%\|)"
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

@@ -1,0 +1,37 @@
+"""Shared fixtures: the reference answers, taken from the source notebooks themselves."""
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_notebook(assignment: str) -> Path:
+    (path,) = (ROOT / "solutions").glob(f"{assignment}_*/*.ipynb")
+    return path
+
+
+def reference_answers(assignment: str) -> types.SimpleNamespace:
+    """Run the setup cell's imports and every autograded answer cell of the source notebook.
+
+    The tests then check the checkers against exactly the code students are
+    compared with, and against deliberately wrong variants of it.
+    """
+    nb = nbformat.read(source_notebook(assignment), as_version=4)
+    namespace: dict = {}
+    setup = next(c for c in nb.cells if c.cell_type == "code")
+    exec("\n".join(line for line in setup.source.splitlines() if not line.startswith(("%", "device, budget"))), namespace)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("solution") and not meta.get("grade"):
+            exec(cell.source, namespace)
+    return types.SimpleNamespace(**namespace)
+
+
+@pytest.fixture(scope="session")
+def ref01():
+    return reference_answers("01")

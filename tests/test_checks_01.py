@@ -1,0 +1,277 @@
+"""The checkers of assignment 01 pass the reference and fail plausible wrong answers."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from helpers.checks import CheckFailed
+from helpers.checks import a01 as checks
+
+
+def fails(check, *args, match=None, **kwargs):
+    with pytest.raises(CheckFailed, match=match):
+        check(*args, **kwargs)
+
+
+# ------------------------------------------------------------------ standardize
+def test_standardize_reference_passes(ref01):
+    for seed in range(5):
+        checks.check_standardize(ref01.standardize, seed=seed)
+
+
+def test_standardize_alternative_styles_pass():
+    def numpy_style(X):
+        import numpy as np
+        a = np.asarray(X, dtype=np.float64)
+        return (a - a.mean(0)) / a.std(0)
+
+    checks.check_standardize(numpy_style)
+    checks.check_standardize(lambda X: (X - X.mean(0)) / torch.sqrt(((X - X.mean(0)) ** 2).mean(0)))
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda X: (X - X.mean(0)) / X.std(0), "sample standard deviation"),
+    (lambda X: X / X.std(0, correction=0), "mean 0"),
+    (lambda X: (X - X.mean(0)) / X.std(), "std 1"),
+    (lambda X: (X - X.mean(1, keepdim=True)) / X.std(1, correction=0, keepdim=True), "mean 0"),
+])
+def test_standardize_wrong_fails(wrong, message):
+    fails(checks.check_standardize, wrong, match=message)
+
+
+def test_not_implemented_is_reported():
+    def stub(X):
+        raise NotImplementedError()
+
+    fails(checks.check_standardize, stub, match="not implemented yet")
+
+
+# -------------------------------------------------------------------------- pca
+def eigh_pca(X, k):
+    Xc = X - X.mean(0)
+    values, vectors = torch.linalg.eigh(Xc.T @ Xc / (len(X) - 1))
+    order = values.argsort(descending=True)
+    values, vectors = values[order], vectors[:, order]
+    return vectors[:, :k].T, values[:k] / values.sum(), Xc @ vectors[:, :k]
+
+
+def sklearn_like_numpy_pca(X, k):
+    import numpy as np
+    a = np.asarray(X)
+    centred = a - a.mean(0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    return vt[:k], (s**2 / (s**2).sum())[:k], centred @ vt[:k].T
+
+
+@pytest.mark.parametrize("style", ["reference", "eigh", "numpy", "flipped signs"])
+def test_pca_correct_styles_pass(ref01, style):
+    fn = {"reference": ref01.pca, "eigh": eigh_pca, "numpy": sklearn_like_numpy_pca}.get(style)
+    if style == "flipped signs":
+        def fn(X, k):
+            c, r, p = ref01.pca(X, k)
+            signs = torch.tensor([(-1.0) ** i for i in range(k)], dtype=X.dtype)
+            return c * signs[:, None], r, p * signs
+    for seed in range(3):
+        checks.check_pca(fn, seed=seed, ks=(1, 2, 5))
+    checks.check_pca(fn, seed=9, n=8, d=6, ks=(4,))
+    checks.check_pca_penguins(fn, ref01.standardize)
+
+
+def uncentred(X, k):
+    _, s, vt = torch.linalg.svd(X, full_matrices=False)
+    return vt[:k], (s**2 / (s**2).sum())[:k], X @ vt[:k].T
+
+
+def unsorted(X, k):
+    Xc = X - X.mean(0)
+    values, vectors = torch.linalg.eigh(Xc.T @ Xc)  # ascending order, not sorted back
+    return vectors[:, :k].T, values[:k] / values.sum(), Xc @ vectors[:, :k]
+
+
+def ratio_over_k(X, k):
+    c, r, p = eigh_pca(X, k)
+    return c, r / r.sum(), p
+
+
+def columns_not_rows(X, k):
+    Xc = X - X.mean(0)
+    values, vectors = torch.linalg.eigh(Xc.T @ Xc)
+    order = values.argsort(descending=True)
+    vectors = vectors[order][:, order]  # rows permuted instead of columns
+    return vectors[:k], values[order][:k] / values.sum(), Xc @ vectors[:k].T
+
+
+def projection_uncentred(X, k):
+    c, r, _ = eigh_pca(X, k)
+    return c, r, X @ c.T
+
+
+def scales_inside(X, k):
+    return eigh_pca((X - X.mean(0)) / X.std(0), k)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (uncentred, "uncentred"),
+    (unsorted, "not sorted"),
+    (ratio_over_k, "d directions"),
+    (columns_not_rows, "principal directions"),
+    (projection_uncentred, "without centring"),
+    (scales_inside, "standardized data"),
+])
+def test_pca_wrong_fails(wrong, message):
+    fails(checks.check_pca, wrong, match=message)
+
+
+def test_pca_penguins_needs_standardized_sorted_pca(ref01):
+    checks.check_pca_penguins(ref01.pca, ref01.standardize)
+    fails(checks.check_pca_penguins, ref01.pca, lambda X: X - X.mean(0), match="68.63")
+    fails(checks.check_pca_penguins, unsorted, ref01.standardize, match="68.63")
+
+
+# ----------------------------------------------------------------- autoencoder
+def test_autoencoder_reference_passes(ref01):
+    checks.check_autoencoder(ref01.Autoencoder)
+
+
+def test_autoencoder_cnn_passes():
+    class ConvAutoencoder(nn.Module):
+        def __init__(self, latent_dim=2):
+            super().__init__()
+            self.enc = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, latent_dim))
+            self.dec = nn.Sequential(nn.Linear(latent_dim, 8 * 14 * 14), nn.ReLU(), nn.Unflatten(1, (8, 14, 14)),
+                                     nn.ConvTranspose2d(8, 1, 4, 2, 1), nn.Sigmoid())
+
+        def encode(self, x):
+            return self.enc(x)
+
+        def decode(self, z):
+            return self.dec(z)
+
+        def forward(self, x):
+            return self.decode(self.encode(x))
+
+    checks.check_autoencoder(ConvAutoencoder)
+
+
+def test_autoencoder_wrong_fail(ref01):
+    class NoSigmoid(ref01.Autoencoder):
+        def decode(self, z):
+            return self.decoder[:-2](z).reshape(-1, 1, 28, 28)
+
+    class FixedLatent(ref01.Autoencoder):
+        def __init__(self, latent_dim=2):
+            super().__init__(latent_dim=2)
+
+    class FlatOutput(ref01.Autoencoder):
+        def decode(self, z):
+            return super().decode(z).flatten(1)
+
+    fails(checks.check_autoencoder, NoSigmoid, match=r"\[0, 1\]")
+    fails(checks.check_autoencoder, FixedLatent, match="latent_dim=3")
+    fails(checks.check_autoencoder, FlatOutput, match="shape")
+
+
+# ---------------------------------------------------------------- early stopping
+def test_early_stopping_reference_passes(ref01):
+    checks.check_early_stopping(ref01.EarlyStopping)
+
+
+def make_stopper(improved, stop):
+    class Stopper:
+        def __init__(self, patience=5):
+            self.patience, self.best_loss, self.num_bad_epochs = patience, float("inf"), 0
+
+        def step(self, val_loss):
+            if improved(val_loss, self.best_loss):
+                self.best_loss, self.num_bad_epochs = val_loss, 0
+            else:
+                self.num_bad_epochs += 1
+            return stop(self.num_bad_epochs, self.patience)
+    return Stopper
+
+
+@pytest.mark.parametrize("improved, stop, message", [
+    (lambda new, best: new < best, lambda bad, p: bad > p, "late"),             # one call late
+    (lambda new, best: new <= best, lambda bad, p: bad >= p, "strictly"),        # equal counts as improvement
+    (lambda new, best: new < best, lambda bad, p: bad >= p - 1, "too early"),    # one call early
+    (lambda new, best: new < best - 0.2, lambda bad, p: bad >= p, "best_loss"),  # min_delta nobody asked for
+])
+def test_early_stopping_wrong_fails(improved, stop, message):
+    fails(checks.check_early_stopping, make_stopper(improved, stop), match=message)
+
+
+# ------------------------------------------------------------ reconstruction mse
+def test_reconstruction_mse_reference_passes(ref01):
+    checks.check_reconstruction_mse(ref01.reconstruction_mse)
+    checks.check_reconstruction_mse(ref01.reconstruction_mse, seed=3, n=64, batch_size=16)
+
+
+def test_reconstruction_mse_wrong_fails():
+    def summed(model, loader):
+        return sum(float(((model(x) - x) ** 2).sum()) for x, _ in loader) / sum(len(x) for x, _ in loader)
+
+    def batch_sums(model, loader):
+        return sum(float(((model(x) - x) ** 2).mean()) for x, _ in loader)
+
+    fails(checks.check_reconstruction_mse, summed, match="summed over pixels")
+    fails(checks.check_reconstruction_mse, batch_sums, match="number of batches")
+
+
+# ------------------------------------------------------------ train_autoencoder
+def test_train_autoencoder_reference_passes(ref01):
+    checks.check_train_autoencoder(ref01.train_autoencoder, ref01.Autoencoder)
+
+
+def variant_trainer(ref01, restore=True, extra_epochs=0):
+    """The reference loop with one deliberate flaw."""
+    def train(model, train_loader, val_loader, epochs=30, lr=1e-3, patience=5):
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        stopper = ref01.EarlyStopping(patience + extra_epochs)
+        best = copy.deepcopy(model.state_dict())
+        history = {"train_loss": [], "val_loss": []}
+        for _ in range(epochs):
+            model.train()
+            for x, _ in train_loader:
+                loss = nn.functional.mse_loss(model(x), x)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            val = ref01.reconstruction_mse(model, val_loader)
+            history["train_loss"].append(float(loss))
+            history["val_loss"].append(val)
+            if val < stopper.best_loss:
+                best = copy.deepcopy(model.state_dict())
+            if stopper.step(val):
+                break
+        if restore:
+            model.load_state_dict(best)
+        return history
+    return train
+
+
+def test_train_autoencoder_without_restore_fails(ref01):
+    fails(checks.check_train_autoencoder, variant_trainer(ref01, restore=False), ref01.Autoencoder, match="best weights")
+
+
+def test_train_autoencoder_stopping_late_fails(ref01):
+    fails(checks.check_train_autoencoder, variant_trainer(ref01, extra_epochs=1), ref01.Autoencoder, match="stopped late")
+
+
+def test_train_autoencoder_never_stopping_fails(ref01):
+    fails(checks.check_train_autoencoder, variant_trainer(ref01, extra_epochs=100), ref01.Autoencoder, match="stopped late")
+
+
+def test_autoencoder_beats_pca(ref01, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    checks.check_autoencoder_beats_pca(ref01.Autoencoder, ref01.train_autoencoder, ref01.reconstruction_mse)
+
+
+def test_autoencoder_that_does_not_learn_fails(ref01, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+
+    def no_training(model, train_loader, val_loader, epochs=30, lr=1e-3, patience=5):
+        val = ref01.reconstruction_mse(model, val_loader)
+        return {"train_loss": [val], "val_loss": [val]}
+
+    fails(checks.check_autoencoder_beats_pca, ref01.Autoencoder, no_training, ref01.reconstruction_mse, match="PCA-2")

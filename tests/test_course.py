@@ -1,0 +1,91 @@
+"""nbgrader round trip on a temporary copy of the course, and the committed release kept in sync."""
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from helpers import course
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    """A copy of the course, released and graded with the sample class, in the grade budget."""
+    copy = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "nbgrader_config.py", copy)
+    shutil.copytree(ROOT / "solutions", copy / "solutions")
+    course.release(copy)
+    course.add_sample_class(copy)
+    csv = course.grade(copy)
+    return copy, pd.read_csv(csv)
+
+
+def autograded_points(assignment: str) -> float:
+    total = 0
+    for nb_path in (ROOT / "solutions" / assignment).glob("*.ipynb"):
+        for cell in nbformat.read(nb_path, as_version=4).cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
+                total += meta["points"]
+    return total
+
+
+@pytest.mark.parametrize("assignment", course.assignments())
+def test_solution_earns_every_autograded_point_and_blank_none(graded_class, assignment):
+    _, grades = graded_class
+    rows = grades[grades.assignment == assignment].set_index("student_id")
+    assert rows.loc["sample-solution", "score"] == pytest.approx(autograded_points(assignment))
+    assert rows.loc["sample-blank", "score"] == 0
+
+
+@pytest.mark.parametrize("assignment", course.assignments())
+def test_release_hides_solutions_and_hidden_tests(graded_class, assignment):
+    copy, _ = graded_class
+    source = nbformat.read(next((ROOT / "solutions" / assignment).glob("*.ipynb")), as_version=4)
+    released_text = "".join(p.read_text() for p in (copy / "notebooks" / assignment).glob("*.ipynb"))
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "Model answer", "Rubric"):
+        assert marker not in released_text
+    for cell in source.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        inside = False
+        for line in cell.source.splitlines():
+            if "### BEGIN" in line:
+                inside = True
+            elif "### END" in line:
+                inside = False
+            elif inside and len(line.strip()) > 25:  # any substantial solution or hidden-test line
+                assert json.dumps(line.strip())[1:-1] not in released_text, line
+        if meta.get("solution") and cell.cell_type == "markdown":
+            assert cell.source.splitlines()[0] not in released_text
+
+
+def test_feedback_written_for_every_student(graded_class):
+    copy, grades = graded_class
+    for student, assignment in grades[["student_id", "assignment"]].itertuples(index=False):
+        assert list((copy / "feedback" / student / assignment).glob("*.html")), (student, assignment)
+
+
+def test_committed_release_is_in_sync_with_solutions():
+    problems = course.stale_release()
+    assert not problems, "notebooks/ is stale; run `./kit release` and commit:\n" + "\n".join(problems)
+
+
+def test_release_keeps_a_run_notebook(tmp_path):
+    copy = tmp_path / "course"
+    copy.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", copy)
+    shutil.copytree(ROOT / "solutions", copy / "solutions")
+    course.release(copy)
+    target = next((copy / "notebooks").rglob("*.ipynb"))
+    nb = nbformat.read(target, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code")
+    cell.outputs = [nbformat.v4.new_output("stream", text="a student's run\n")]
+    cell.source += "\n# my edit"
+    nbformat.write(nb, target)
+    assert course.release(copy) == [target]
+    (kept,) = target.parent.glob("*.before-release-*.ipynb")
+    assert "# my edit" in kept.read_text()
