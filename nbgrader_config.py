@@ -19,4 +19,17 @@ c.Execute.interrupt_on_timeout = True
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = r"(Warning|warnings\.warn|\d+%\|)"
 
+# A submission whose test cell was deleted is graded with the cell put back
+# (edited test cells are always restored from the gradebook).
+c.OverwriteCells.add_missing_cells = True
+
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# Feedback shows scores and failure messages, never the hidden tests' code
+# (nbgrader restores hidden tests in autograded notebooks; see helpers/feedback.py).
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import GetGrades  # noqa: E402
+
+from helpers.feedback import HideHiddenTests  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]

@@ -2,15 +2,15 @@
 
     python -m helpers.course release          # solutions/ -> notebooks/ (student versions)
     python -m helpers.course check-release    # exit 1 if notebooks/ is stale
-    python -m helpers.course grade            # autograde submitted/, feedback, grades.csv, score table
+    python -m helpers.course grade            # autograde submitted/, feedback, grades.csv, report
     python -m helpers.course class            # all of it, with a sample class of two students
 
 The course directory is the repository root (``nbgrader_config.py``). The
 sample class adds two students to ``submitted/``: ``sample-solution`` (the
 release with the reference answers filled in, which must earn every
-autograded point) and
-``sample-blank`` (the untouched release, which must earn none). Their folders
-are rewritten on every run; nothing else in ``submitted/`` is ever modified.
+autograded point) and ``sample-blank`` (the untouched release, which must
+earn none). Their folders are rewritten on every run; nothing else in
+``submitted/`` is ever modified.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def assignments(course: Path = COURSE) -> list[str]:
     return sorted(p.name for p in (course / "solutions").iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 
 
-def nbgrader(*args: str, course: Path = COURSE, budget: str = "grade", check: bool = True) -> subprocess.CompletedProcess:
+def nbgrader(*args: str, course: Path = COURSE, budget: str = "grade", check: bool = True,
+             capture: bool = False) -> subprocess.CompletedProcess:
     """Run an nbgrader command in ``course``, with this environment's tools on PATH.
 
     nbgrader calls ``alembic`` and the Jupyter kernel through PATH, and the
@@ -42,7 +43,7 @@ def nbgrader(*args: str, course: Path = COURSE, budget: str = "grade", check: bo
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                COURSE_BUDGET=budget, PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=course, env=env,
-                          check=check, text=True)
+                          check=check, text=True, capture_output=capture)
 
 
 def _worked_on(path: Path) -> bool:
@@ -144,21 +145,85 @@ def submitted_students(course: Path = COURSE) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
-def grade(course: Path = COURSE, regrade: bool = False) -> Path:
-    """Autograde every submission, write feedback and ``grades.csv``; return the CSV's path.
+def _unreadable(folder: Path) -> str | None:
+    """Why a submission folder cannot be graded at all (no notebook, broken JSON), or None."""
+    notebooks = sorted(folder.glob("*.ipynb"))
+    if not notebooks:
+        return "no .ipynb in the submission folder"
+    for path in notebooks:
+        try:
+            nbformat.validate(nbformat.read(path, as_version=4))
+        except Exception as error:
+            return f"{path.name} is not a readable notebook ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+    return None
 
-    Already-graded submissions are kept unless ``regrade``; the sample
-    students are always regraded since their folders are rewritten.
+
+def _needs_grading(course: Path, student: str, name: str, regrade: bool) -> bool:
+    graded = course / "autograded" / student / name
+    if regrade or student in SAMPLE_STUDENTS or not graded.is_dir():
+        return True
+    newest = max((p.stat().st_mtime for p in (course / "submitted" / student / name).glob("*.ipynb")), default=0)
+    return newest > min((p.stat().st_mtime for p in graded.glob("*.ipynb")), default=0)  # resubmitted since
+
+
+def _timeouts(folder: Path) -> list[str]:
+    """The cells of an autograded submission that were stopped by the per-cell time limit."""
+    notes = []
+    for path in folder.glob("*.ipynb"):
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", [])):
+                notes.append(f"cell {index} ({cell.get('id', '?')}) of {path.name} hit the time limit and was stopped")
+    return notes
+
+
+def _register_student(course: Path, student: str) -> None:
+    """Put a student in the gradebook so that the export gives them a row even with nothing gradable."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        gradebook.update_or_create_student(student)
+
+
+def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = None) -> tuple[Path, list[str]]:
+    """Autograde every submission, write feedback and ``grades.csv``.
+
+    Returns the CSV's path and a list of problems, one line per submission
+    that could not be graded normally. One bad submission never stops the
+    others: each is autograded in its own nbgrader run, its log kept in
+    ``reports/logs/``. Already-graded submissions are kept unless ``regrade``
+    or resubmitted since; the sample students are always regraded.
+    ``timeout`` overrides the per-cell limit of ``nbgrader_config.py``.
     """
     shutil.rmtree(_generate(course))  # the gradebook must know the current source notebooks
+    limit = [f"--Execute.timeout={timeout}"] if timeout else []
+    problems = []
     for name in assignments(course):
-        for student in SAMPLE_STUDENTS:
-            if (course / "submitted" / student / name).is_dir():
-                nbgrader("autograde", name, "--student", student, "--force", course=course)
-        nbgrader("autograde", name, *(["--force"] if regrade else []), course=course)
-        nbgrader("generate_feedback", name, "--force", course=course)
+        logs = course / "reports" / "logs" / name
+        logs.mkdir(parents=True, exist_ok=True)
+        for student in submitted_students(course):
+            folder = course / "submitted" / student / name
+            if not folder.is_dir():
+                continue
+            _register_student(course, student)
+            reason = _unreadable(folder)
+            if reason:
+                problems.append(f"{student} / {name}: not graded, scored 0 — {reason}")
+                continue
+            if not _needs_grading(course, student, name, regrade):
+                continue
+            run = nbgrader("autograde", name, "--student", student, "--force", *limit, course=course,
+                           check=False, capture=True)
+            (logs / f"{student}.log").write_text(run.stdout + run.stderr)
+            if run.returncode != 0:
+                problems.append(f"{student} / {name}: autograding failed, scored 0 — see reports/logs/{name}/{student}.log")
+            else:
+                problems += [f"{student} / {name}: {note}" for note in _timeouts(course / "autograded" / student / name)]
+        feedback = nbgrader("generate_feedback", name, "--force", course=course, check=False, capture=True)
+        if feedback.returncode != 0:
+            (logs / "feedback.log").write_text(feedback.stdout + feedback.stderr)
+            problems.append(f"{name}: feedback generation reported errors — see reports/logs/{name}/feedback.log")
     nbgrader("export", "--to", "grades.csv", course=course)
-    return course / "grades.csv"
+    return course / "grades.csv", problems
 
 
 def score_table(csv: Path):
@@ -174,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.course", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["release", "check-release", "grade", "class"])
     parser.add_argument("--regrade", action="store_true", help="grade again submissions that were graded before")
+    parser.add_argument("--timeout", type=int, help="per-cell time limit in seconds (default: nbgrader_config.py)")
     args = parser.parse_args(argv)
     if args.action == "check-release":
         problems = stale_release()
@@ -191,10 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "class":
         add_sample_class()
     print(f"grading {len(submitted_students())} student(s): {', '.join(submitted_students())}")
-    csv = grade(regrade=args.regrade)
-    print(f"\nGrades (autograded points; written answers await manual grading) — {csv.relative_to(COURSE)}, "
-          f"feedback in feedback/:\n")
+    csv, problems = grade(regrade=args.regrade, timeout=args.timeout)
+    from .report import question_table, question_scores, write_report
+
+    report = write_report(COURSE, csv, problems)
+    print(f"\nScores per student and assignment (grades.csv; written answers await manual grading):\n")
     print(score_table(csv).to_string())
+    print("\nPer question (reports/questions.csv):\n")
+    print(question_table(question_scores(COURSE)).to_string())
+    print(f"\nFeedback in feedback/, report in {report.relative_to(COURSE)} with reports/scores.png.")
+    if problems:
+        print("\nSubmissions that need a look:\n  " + "\n  ".join(problems))
     return 0
 
 

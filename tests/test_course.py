@@ -1,5 +1,6 @@
 """nbgrader round trip on a temporary copy of the course, and the committed release kept in sync."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -7,7 +8,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import course
+from helpers import course, handin
+from pdf_text import normalise, pdf_text_and_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +22,7 @@ def graded_class(tmp_path_factory):
     shutil.copytree(ROOT / "solutions", copy / "solutions")
     course.release(copy)
     course.add_sample_class(copy)
-    csv = course.grade(copy)
+    csv, _ = course.grade(copy)
     return copy, pd.read_csv(csv)
 
 
@@ -89,3 +91,23 @@ def test_release_keeps_a_run_notebook(tmp_path):
     assert course.release(copy) == [target]
     (kept,) = target.parent.glob("*.before-release-*.ipynb")
     assert "# my edit" in kept.read_text()
+
+
+@pytest.mark.skipif(not (shutil.which("xelatex") and shutil.which("pandoc")) and not os.environ.get("CI"),
+                    reason="XeLaTeX and pandoc are not installed (CI installs them; see README)")
+@pytest.mark.parametrize("assignment", course.assignments())
+def test_pdf_of_each_solution_notebook(graded_class, assignment, tmp_path):
+    """nbconvert's LaTeX PDF of the graded reference: title, a written answer and figures all there."""
+    copy, _ = graded_class
+    for path in (copy / "autograded" / "sample-solution" / assignment).glob("*.ipynb"):
+        nb = nbformat.read(path, as_version=4)
+        pdf = handin.export_pdf(nb, tmp_path / f"{path.stem}.pdf")
+        text, images = pdf_text_and_images(pdf)
+        title = next(line[2:] for c in nb.cells if c.cell_type == "markdown" for line in c.source.splitlines()
+                     if line.startswith("# "))
+        answer = next(c.source for c in nb.cells if c.cell_type == "markdown"
+                      and c.metadata.get("nbgrader", {}).get("solution"))
+        phrase = " ".join(answer.replace("*", "").split()[2:8])  # a few plain words of the written answer
+        assert normalise(title.split("—")[0]) in text
+        assert normalise(phrase) in text, phrase
+        assert images >= 1
