@@ -16,7 +16,7 @@ from torch import nn
 
 from ..budgets import budget
 from ..noise import geometric_sigmas
-from .common import as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, max_abs_diff, passed
+from .common import CheckFailed, as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, max_abs_diff, passed
 
 # The three-Gaussian data of the assignment: equal weights, means (1,1)/4, (3,1)/4, (2,3)/4, covariance 0.01·I.
 THREE_MEANS = torch.tensor([[1.0, 1.0], [3.0, 1.0], [2.0, 3.0]], dtype=torch.float64) / 4
@@ -89,7 +89,7 @@ def _test_points(seed: int, means: torch.Tensor, n_near: int = 40, n_far: int = 
 
 
 def _make_mixture(GaussianMixture, weights, means, covs, dtype):
-    return call(GaussianMixture, weights.to(dtype), means.to(dtype), covs.to(dtype),
+    return call(GaussianMixture, weights.to(dtype).clone(), means.to(dtype).clone(), covs.to(dtype).clone(),
                 what=f"GaussianMixture(weights, means, covs) with {dtype}")
 
 
@@ -299,8 +299,10 @@ class _RecordingOptimalScore(nn.Module):
         self.inputs = []
 
     def forward(self, x_noisy, sigma):
-        self.inputs.append((x_noisy.detach(), torch.as_tensor(sigma).detach()))
-        return -self.scale.to(x_noisy.dtype) * x_noisy / (self.s2 + sigma**2)
+        sigma = torch.as_tensor(sigma)
+        self.inputs.append((x_noisy.detach(), sigma.detach()))
+        column = sigma.reshape(len(x_noisy), 1) if sigma.numel() == len(x_noisy) else sigma  # report shapes, not crash
+        return -self.scale.to(x_noisy.dtype) * x_noisy / (self.s2 + column**2)
 
 
 def check_dsm_loss(dsm_loss, seed: int = 0, d: int = 2, s: float = 1.5, n: int = 40_000) -> None:
@@ -390,11 +392,14 @@ def check_energy_score(EnergyScore, seed: int = 0, n: int = 16, d: int = 3) -> N
     expected_grad = (1 / (sigma**2 + energy.c)).sum(0)
     expect(energy.m.grad is not None and max_abs_diff(energy.m.grad, expected_grad) < 1e-8,
            "the gradient of the score with respect to f's parameters is wrong: keep the graph (create_graph=True).")
-    with torch.no_grad():
-        quiet = as_tensor(call(model, x, sigma, what="EnergyScore(f)(x, sigma) under torch.no_grad()"), "score")
-    expect(max_abs_diff(quiet, expected) < 1e-8,
-           "under torch.no_grad() (as when sampling) EnergyScore must still differentiate f: wrap the gradient "
-           "computation in torch.enable_grad().")
+    hint = ("under torch.no_grad() (as when sampling) EnergyScore must still differentiate f: wrap the gradient "
+            "computation in torch.enable_grad().")
+    try:
+        with torch.no_grad():
+            quiet = as_tensor(call(model, x, sigma, what="EnergyScore(f)(x, sigma) under torch.no_grad()"), "score")
+    except CheckFailed as error:
+        fail(f"{error} — {hint}")
+    expect(max_abs_diff(quiet, expected) < 1e-8, hint)
     passed("EnergyScore: −∇ₓf, graph kept for training, works under torch.no_grad()")
 
 
@@ -489,7 +494,7 @@ def check_sde_classes(SDE, OrnsteinUhlenbeck, seed: int = 0, n: int = 5) -> None
 
 
 class _TimeSDE:
-    """dx = −t·x dt + t dw: x(t1) ~ N(x0·e^{−(t1²−t0²)/2}, ∫ t² e^{−(t1²−s²)} ds); checks that time is used."""
+    """dx = −t·x dt + t dw: drift and diffusion change with t, so a step evaluated at the wrong time shows."""
 
     def drift(self, x, t):
         return -t * x
@@ -498,34 +503,39 @@ class _TimeSDE:
         return t
 
     @staticmethod
-    def moments(x0, t0, t1):
-        grid = np.linspace(t0, t1, 20_001)
-        var = np.trapezoid(grid**2 * np.exp(-(t1**2 - grid**2)), grid)
-        return x0 * math.exp(-(t1**2 - t0**2) / 2), var
+    def euler_moments(x0, t0, t1, n_steps):
+        """Exact mean and variance after n_steps Euler–Maruyama steps (each evaluated at its start time)."""
+        dt = (t1 - t0) / n_steps
+        mean, var = x0.clone(), 0.0
+        for i in range(n_steps):
+            t = t0 + i * dt
+            mean, var = (1 - t * dt) * mean, (1 - t * dt) ** 2 * var + t**2 * dt
+        return mean, var
 
 
 def check_euler_maruyama_forward(euler_maruyama, OrnsteinUhlenbeck, seed: int = 0, n: int = 10_000, n_steps: int = 100) -> None:
-    """Forward OU from a point: mean x₀e^{−Δt/2}, variance 1 − e^{−Δt}; a time-dependent SDE uses the right t."""
+    """Forward OU from a point: mean x₀e^{−Δt/2}, variance 1 − e^{−Δt}; on a coarse grid a time-dependent SDE
+    matches the exact moments of the Euler–Maruyama recursion (time taken at the start of each step)."""
     x0_point = torch.tensor([2.0, -1.0], dtype=torch.float64)
-    cases = [(call(OrnsteinUhlenbeck, what="OrnsteinUhlenbeck()"), 0.3, 1.8, "OrnsteinUhlenbeck"),
-             (_TimeSDE(), 0.5, 1.5, "dx = −t·x dt + t dw")]
+    ou = call(OrnsteinUhlenbeck, what="OrnsteinUhlenbeck()")
+    t0, t1 = 0.3, 1.8
+    ou_moments = (x0_point * math.exp(-(t1 - t0) / 2), 1 - math.exp(-(t1 - t0)))
+    cases = [(ou, t0, t1, n_steps, "OrnsteinUhlenbeck", ou_moments),
+             (_TimeSDE(), 0.5, 1.5, 10, "dx = −t·x dt + t dw", _TimeSDE.euler_moments(x0_point, 0.5, 1.5, 10))]
     for dtype in (torch.float64, torch.float32):
-        for sde, t0, t1, name in cases:
+        for sde, start, end, steps, name, (exp_mean, exp_var) in cases:
             x0 = x0_point.to(dtype).repeat(n, 1)
-            out = as_tensor(call(euler_maruyama, sde, x0, t0, t1, n_steps, generator=generator(seed),
-                                 what=f"euler_maruyama({name}, x0, {t0}, {t1}, {n_steps})"), "euler_maruyama")
+            out = as_tensor(call(euler_maruyama, sde, x0, start, end, steps, generator=generator(seed),
+                                 what=f"euler_maruyama({name}, x0, {start}, {end}, {steps})"), "euler_maruyama")
             expect_shape(out, x0.shape, "euler_maruyama(...)")
             expect(out.dtype == dtype, f"euler_maruyama returned {out.dtype} for {dtype} x0: keep the dtype.")
-            if isinstance(sde, _TimeSDE):
-                exp_mean, exp_var = sde.moments(x0_point, t0, t1)
-            else:
-                exp_mean, exp_var = x0_point * math.exp(-(t1 - t0) / 2), 1 - math.exp(-(t1 - t0))
             got_mean, got_var = out.double().mean(0), out.double().var(0)
             ok = bool(((got_mean - exp_mean).abs() < 5 * math.sqrt(exp_var / n) + 0.01).all()) and \
-                bool(((got_var / exp_var - 1).abs() < 0.05).all())
+                bool(((got_var / exp_var - 1).abs() < 0.07).all())
             if not ok:
-                msg = (f"forward {name} from x0 = {fmt(x0_point, 2)}, t = {t0} → {t1}: mean {fmt(got_mean, 3)} and "
-                       f"variance {fmt(got_var, 3)}, expected {fmt(exp_mean, 3)} and {float(exp_var):.3f}. ")
+                msg = (f"forward {name} from x0 = {fmt(x0_point, 2)}, t = {start} → {end} in {steps} steps: mean "
+                       f"{fmt(got_mean, 3)} and variance {fmt(got_var, 3)}, expected {fmt(exp_mean, 3)} and "
+                       f"{float(exp_var):.3f}. ")
                 if float(got_var.max()) < 1e-8:
                     msg += "No spread: the noise term g(t)·√Δt·z is missing."
                 elif bool(((got_var / exp_var) > 3).all()):
@@ -534,7 +544,7 @@ def check_euler_maruyama_forward(euler_maruyama, OrnsteinUhlenbeck, seed: int = 
                     msg += ("Each step is x ← x + f(x, t)·Δt + g(t)·√Δt·z, with t the time at the start of the step, "
                             "going from t0 to t1 in n_steps equal steps.")
                 fail(msg)
-    passed(f"euler_maruyama forward: OU mean x₀e^(−Δt/2) and variance 1 − e^(−Δt); time-dependent SDE right ({n_steps} steps)")
+    passed("euler_maruyama forward: OU mean x₀e^(−Δt/2) and variance 1 − e^(−Δt); time-dependent SDE right")
 
 
 class _OUScore:
