@@ -20,6 +20,17 @@ SIZES = {
         "full": dict(ae_train=48_000, ae_val=12_000, ae_epochs=30, ae_patience=4, ae_batch=128, ae_lr=1e-3),
         "grade": dict(ae_train=12_000, ae_val=2_000, ae_epochs=5, ae_patience=2, ae_batch=128, ae_lr=2e-3),
     },
+    "04": {
+        # 2-D score models: the noise-conditional energy net (ncsn_*) and the time-conditional score net (ou_*) the
+        # notebook trains; check_* is the small run the trained-model check makes in both budgets (tolerances
+        # from 20-seed measurements).
+        "full": dict(ncsn_iters=6_000, ncsn_batch=512, ncsn_lr=1e-2, ou_iters=10_000, ou_batch=512, ou_lr=2e-3,
+                     n_samples=5_000, check_iters=1_500, check_batch=256, check_lr=2e-2, check_sigma_min=0.02,
+                     check_eps=1e-4, check_T=50, check_samples=1_000, check_weight_tol=0.07, check_spread_tol=0.35),
+        "grade": dict(ncsn_iters=300, ncsn_batch=256, ncsn_lr=1e-2, ou_iters=300, ou_batch=256, ou_lr=2e-3,
+                      n_samples=1_000, check_iters=1_500, check_batch=256, check_lr=2e-2, check_sigma_min=0.02,
+                      check_eps=1e-4, check_T=50, check_samples=1_000, check_weight_tol=0.07, check_spread_tol=0.35),
+    },
 }
 
 

@@ -77,3 +77,49 @@ def image_grid(images, nrow=8, title=None, ax=None, value_range=(0, 1)):
     ax.set_axis_off()
     ax.set_title(title)
     return ax
+
+
+# ---------------------------------------------------------------- 2-D densities and score fields (assignment 04)
+def grid_2d(lim, n=100, dtype=torch.float32):
+    """An ``n × n`` grid over ``lim = (xmin, xmax, ymin, ymax)``: ``(X, Y, points [n², 2])``."""
+    X, Y = np.meshgrid(np.linspace(lim[0], lim[1], n), np.linspace(lim[2], lim[3], n))
+    return X, Y, torch.as_tensor(np.stack([X.ravel(), Y.ravel()], axis=1), dtype=dtype)
+
+
+def density_and_score(log_prob_fn, score_fn, lim, ax=None, title=None, n_grid=120, n_arrows=24):
+    """The density ``exp(log_prob)`` as an image and the score as arrows coloured by their length (``np.hypot``).
+
+    ``log_prob_fn`` and ``score_fn`` map points ``[n, 2]`` to ``[n]`` and ``[n, 2]``. Arrows are drawn with a
+    common length so that their directions stay readable; the colour tells the magnitude.
+    """
+    ax = ax or plt.gca()
+    X, Y, points = grid_2d(lim, n_grid)
+    density = np.exp(_numpy(log_prob_fn(points))).reshape(X.shape)
+    ax.imshow(density, origin="lower", extent=lim, cmap="Blues", aspect="auto")
+    Xa, Ya, arrows = grid_2d(lim, n_arrows)
+    score = _numpy(score_fn(arrows)).reshape(n_arrows, n_arrows, 2)
+    U, V = score[..., 0], score[..., 1]
+    length = np.hypot(U, V)
+    quiver = ax.quiver(Xa, Ya, U / (length + 1e-12), V / (length + 1e-12), length, cmap="plasma", norm=_log_norm(length),
+                       scale=n_arrows * 1.2, width=0.004)
+    plt.colorbar(quiver, ax=ax, label="‖score‖")
+    ax.set(title=title, xlim=lim[:2], ylim=lim[2:], xlabel="$x_1$", ylabel="$x_2$")
+    ax.grid(False)
+    return ax
+
+
+def _log_norm(values):
+    from matplotlib.colors import LogNorm
+
+    positive = values[values > 0]
+    return LogNorm(vmin=max(positive.min(), 1e-3), vmax=positive.max()) if positive.size else None
+
+
+def hist2d(points, lim, ax=None, title=None, bins=128):
+    """A 2-D histogram of ``points [n, 2]`` over ``lim = (xmin, xmax, ymin, ymax)`` (``plt.hist2d``, 128 bins)."""
+    points = _numpy(points)
+    ax = ax or plt.gca()
+    ax.hist2d(points[:, 0], points[:, 1], bins=bins, range=[lim[:2], lim[2:]], cmap="viridis")
+    ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
+    ax.grid(False)
+    return ax

@@ -1,0 +1,484 @@
+"""The checkers of assignment 04 pass the reference and fail plausible wrong answers."""
+import contextlib
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import reference_answers
+from helpers import budgets
+from helpers.checks import CheckFailed
+from helpers.checks import a04 as checks
+from helpers.noise import geometric_sigmas
+
+
+@pytest.fixture(scope="module")
+def ref04():
+    return reference_answers("04")
+
+
+def fails(check, *args, match=None, **kwargs):
+    with pytest.raises(CheckFailed, match=match):
+        check(*args, **kwargs)
+
+
+def gm_variant(ref04, **overrides):
+    """The reference GaussianMixture with some methods replaced by wrong ones."""
+    return type("Variant", (ref04.GaussianMixture,), overrides)
+
+
+# ------------------------------------------------------------------ helpers
+def test_geometric_sigmas():
+    sigmas = geometric_sigmas(0.01, 1.0, 10)
+    assert sigmas.shape == (10,) and sigmas.dtype == torch.float32
+    assert float(sigmas[0]) == pytest.approx(0.01) and float(sigmas[-1]) == pytest.approx(1.0)
+    ratios = sigmas[1:] / sigmas[:-1]
+    assert torch.allclose(ratios, ratios[0].expand_as(ratios), rtol=1e-5)
+
+
+def test_isotropic_score_matches_torch_distributions():
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    x = 3 * torch.randn(50, 2, dtype=torch.float64)
+    covs = 0.3 * torch.eye(2, dtype=torch.float64).repeat(3, 1, 1)
+    expected = checks._reference_score(checks._reference(weights, checks.WIDE_MEANS, covs), x)
+    assert torch.allclose(checks._isotropic_score(x, weights, checks.WIDE_MEANS, 0.3), expected, atol=1e-10)
+
+
+# ------------------------------------------------------------------ GaussianMixture
+def test_gaussian_mixture_reference_passes(ref04):
+    for seed in range(3):
+        checks.check_log_prob(ref04.GaussianMixture, seed=seed)
+        checks.check_score(ref04.GaussianMixture, seed=seed, K=4, d=3)
+        checks.check_perturb(ref04.GaussianMixture, seed=seed)
+    checks.check_sample(ref04.GaussianMixture)
+
+
+class LoopMixture:
+    """Another correct style: per-component loops, explicit inverses, logsumexp by hand, float64 inside."""
+
+    def __init__(self, weights, means, covs):
+        self.w, self.m, self.c = (torch.as_tensor(a) for a in (weights, means, covs))
+
+    def _logs(self, x):
+        x64 = x.double()
+        logs, grads = [], []
+        for w, m, c in zip(self.w.double(), self.m.double(), self.c.double()):
+            inv = torch.linalg.inv(c)
+            diff = x64 - m
+            logs.append(torch.log(w) - 0.5 * ((diff @ inv) * diff).sum(1) - 0.5 * torch.logdet(2 * math.pi * c))
+            grads.append(-diff @ inv)
+        return torch.stack(logs, 1), torch.stack(grads, 1)
+
+    def log_prob(self, x):
+        logs, _ = self._logs(x)
+        top = logs.max(1, keepdim=True).values
+        return (top[:, 0] + torch.log(torch.exp(logs - top).sum(1))).to(x.dtype)
+
+    def score(self, x):
+        logs, grads = self._logs(x)
+        return (torch.softmax(logs, 1)[..., None] * grads).sum(1).to(x.dtype)
+
+    def sample(self, n, generator=None):
+        k = torch.multinomial(self.w.double(), n, replacement=True, generator=generator)
+        z = torch.randn(n, self.m.shape[1], generator=generator, dtype=torch.float64)
+        chol = torch.linalg.cholesky(self.c.double())
+        return self.m.double()[k] + torch.einsum("nij,nj->ni", chol[k], z)
+
+    def perturb(self, sigma):
+        return LoopMixture(self.w, self.m, self.c + sigma**2 * torch.eye(self.m.shape[1], dtype=self.c.dtype))
+
+
+def test_gaussian_mixture_loop_style_passes():
+    checks.check_log_prob(LoopMixture)
+    checks.check_score(LoopMixture, seed=4, K=2, d=5)
+    checks.check_sample(LoopMixture)
+    checks.check_perturb(LoopMixture)
+
+
+def naive_log_prob(self, x):
+    dens = sum(w * torch.exp(-0.5 * (((x - m) @ torch.linalg.inv(c)) * (x - m)).sum(1)) / torch.sqrt(torch.det(2 * math.pi * c))
+               for w, m, c in zip(self.weights.to(x.dtype), self.means.to(x.dtype), self.covs.to(x.dtype)))
+    return torch.log(dens)
+
+
+def no_weights_log_prob(self, x):
+    logs, _ = self._log_components(x)
+    return torch.logsumexp(logs - torch.log(self.weights.to(x.dtype)), 1)
+
+
+def no_norm_log_prob(self, x):
+    logs, _ = self._log_components(x)
+    d = x.shape[1]
+    return torch.logsumexp(logs, 1) + 0.5 * d * math.log(2 * math.pi)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (naive_log_prob, "logsumexp"),
+    (no_weights_log_prob, "ignores the mixture weights"),
+    (no_norm_log_prob, "normalising term"),
+])
+def test_log_prob_wrong_fails(ref04, wrong, message):
+    fails(checks.check_log_prob, gm_variant(ref04, log_prob=wrong), match=message)
+
+
+def naive_score(self, x):
+    dens = [w * torch.exp(-0.5 * (((x - m) @ torch.linalg.inv(c)) * (x - m)).sum(1)) for w, m, c in
+            zip(self.weights.to(x.dtype), self.means.to(x.dtype), self.covs.to(x.dtype))]
+    grads = [-(x - m) @ torch.linalg.inv(c) for m, c in zip(self.means.to(x.dtype), self.covs.to(x.dtype))]
+    total = sum(dens)
+    return sum(p[:, None] * g for p, g in zip(dens, grads)) / total[:, None]
+
+
+def unweighted_score(self, x):
+    logs, precision_diff = self._log_components(x)
+    return -(torch.softmax(logs - torch.log(self.weights.to(x.dtype)), 1)[..., None] * precision_diff).sum(1)
+
+
+def covariance_not_inverse_score(self, x):
+    logs, _ = self._log_components(x)
+    diff = x[:, None, :] - self.means.to(x.dtype)
+    return -(torch.softmax(logs, 1)[..., None] * (self.covs.to(x.dtype)[None] @ diff[..., None])[..., 0]).sum(1)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (naive_score, "NaN or inf"),
+    (unweighted_score, "ignores the mixture weights"),
+    (covariance_not_inverse_score, "differs from the gradient"),
+])
+def test_score_wrong_fails(ref04, wrong, message):
+    fails(checks.check_score, gm_variant(ref04, score=wrong), match=message)
+
+
+def test_score_sign_error_fails(ref04):
+    fails(checks.check_score, gm_variant(ref04, score=lambda self, x: -ref04.GaussianMixture.score(self, x)),
+          match="wrong sign")
+
+
+def equal_weight_sample(self, n, generator=None):
+    k = torch.randint(len(self.weights), (n,), generator=generator)
+    z = torch.randn(n, self.means.shape[1], generator=generator, dtype=self.means.dtype)
+    return self.means[k] + (torch.linalg.cholesky(self.covs)[k] @ z[..., None])[..., 0]
+
+
+def cov_not_sqrt_sample(self, n, generator=None):
+    k = torch.multinomial(self.weights.double(), n, replacement=True, generator=generator)
+    z = torch.randn(n, self.means.shape[1], generator=generator, dtype=self.means.dtype)
+    return self.means[k] + (self.covs[k] @ z[..., None])[..., 0]
+
+
+def global_rng_sample(self, n, generator=None):
+    k = torch.multinomial(self.weights.double(), n, replacement=True)
+    z = torch.randn(n, self.means.shape[1], dtype=self.means.dtype)
+    return self.means[k] + (torch.linalg.cholesky(self.covs)[k] @ z[..., None])[..., 0]
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (equal_weight_sample, "shares of samples"),
+    (cov_not_sqrt_sample, "Σ itself"),
+    (global_rng_sample, "generator"),
+])
+def test_sample_wrong_fails(ref04, wrong, message):
+    fails(checks.check_sample, gm_variant(ref04, sample=wrong), match=message)
+
+
+def sigma_not_squared(self, sigma):
+    return type(self)(self.weights, self.means, self.covs + sigma * torch.eye(self.means.shape[1], dtype=self.covs.dtype))
+
+
+def in_place(self, sigma):
+    self.covs += sigma**2 * torch.eye(self.means.shape[1], dtype=self.covs.dtype)
+    return self
+
+
+def every_entry(self, sigma):
+    return type(self)(self.weights, self.means, self.covs + sigma**2)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (sigma_not_squared, "added σ·I"),
+    (in_place, "original mixture has changed"),
+    (every_entry, "every entry"),
+])
+def test_perturb_wrong_fails(ref04, wrong, message):
+    fails(checks.check_perturb, gm_variant(ref04, perturb=wrong), match=message)
+
+
+# ------------------------------------------------------------------ Langevin
+def test_langevin_reference_passes(ref04):
+    for seed in range(3):
+        checks.check_langevin(ref04.langevin_dynamics, seed=seed)
+    checks.check_langevin(ref04.langevin_dynamics, seed=5, n=6000, step_size=0.2, n_steps=30)
+
+
+def preallocated_langevin(score_fn, x0, step_size, n_steps, return_trajectory=False, generator=None):
+    """Another correct style: all states in one preallocated tensor."""
+    states = torch.empty(n_steps + 1, *x0.shape, dtype=x0.dtype)
+    states[0] = x0
+    for i in range(n_steps):
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        states[i + 1] = states[i] + step_size / 2 * score_fn(states[i]) + step_size**0.5 * noise
+    return states if return_trajectory else states[-1]
+
+
+def test_langevin_preallocated_style_passes():
+    checks.check_langevin(preallocated_langevin)
+
+
+def langevin_variant(drift=0.5, noise=1.0):
+    def run(score_fn, x0, step_size, n_steps, return_trajectory=False, generator=None):
+        x, states = x0.clone(), [x0.clone()]
+        for _ in range(n_steps):
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = x + drift * step_size * score_fn(x) + noise * math.sqrt(step_size) * z
+            states.append(x)
+        return torch.stack(states) if return_trajectory else x
+    return run
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (langevin_variant(noise=0.0), "noise term"),
+    (langevin_variant(noise=math.sqrt(2)), "twice too large"),
+    (langevin_variant(drift=1.0), "twice too fast"),
+])
+def test_langevin_wrong_fails(wrong, message):
+    fails(checks.check_langevin, wrong, match=message)
+
+
+def test_langevin_bad_trajectory_fails(ref04):
+    def no_start(score_fn, x0, step_size, n_steps, return_trajectory=False, generator=None):
+        out = ref04.langevin_dynamics(score_fn, x0, step_size, n_steps, return_trajectory, generator)
+        return out[1:] if return_trajectory else out
+
+    fails(checks.check_langevin, no_start, match=r"n_steps \+ 1")
+
+
+# ------------------------------------------------------------------ DSM
+def test_dsm_loss_reference_passes(ref04):
+    for seed in range(3):
+        checks.check_dsm_loss(ref04.dsm_loss, seed=seed)
+    checks.check_dsm_loss(ref04.dsm_loss, seed=7, d=3, s=0.5)
+
+
+def dsm_variant(reduce_dims="sum", weight=True, sign=1.0, per_batch=False, half=0.5):
+    def loss_fn(score_model, x, sigmas, generator=None):
+        sigmas = torch.as_tensor(sigmas, dtype=x.dtype)
+        n_draws = 1 if per_batch else len(x)
+        sigma = sigmas[torch.randint(len(sigmas), (n_draws,), generator=generator)].expand(len(x))[:, None]
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        s = score_model(x + sigma * z, sigma)
+        residual = sigma * s + sign * z if weight else s + sign * z / sigma
+        sq = residual**2
+        return half * (sq.sum(1) if reduce_dims == "sum" else sq.mean(1)).mean()
+    return loss_fn
+
+
+def test_dsm_loss_numpy_sigmas_style_passes():
+    """Another correct style: σ drawn by index into a Python list, noise with the generator first."""
+    def loss_fn(score_model, x, sigmas, generator=None):
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        idx = torch.randint(0, len(sigmas), (x.shape[0], 1), generator=generator)
+        sigma = torch.as_tensor([float(s) for s in sigmas], dtype=x.dtype)[idx]
+        return (0.5 * torch.sum((sigma * score_model(x + sigma * z, sigma) + z) ** 2, dim=-1)).mean()
+    checks.check_dsm_loss(loss_fn)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (dsm_variant(reduce_dims="mean"), "averaged over the d coordinates"),
+    (dsm_variant(weight=False), "closed form"),
+    (dsm_variant(sign=-1.0), "mind the \\+ sign"),
+    (dsm_variant(per_batch=True), "one σ for the whole batch"),
+    (dsm_variant(half=1.0), "Missing the ½"),
+])
+def test_dsm_loss_wrong_fails(wrong, message):
+    fails(checks.check_dsm_loss, wrong, match=message)
+
+
+def test_dsm_loss_wrong_noise_fails():
+    def squared_sigma(score_model, x, sigmas, generator=None):
+        sigma = torch.as_tensor(sigmas, dtype=x.dtype)[torch.randint(len(sigmas), (len(x),), generator=generator)][:, None]
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return 0.5 * ((sigma * score_model(x + sigma**2 * z, sigma) + z) ** 2).sum(1).mean()
+
+    def flat_sigma(score_model, x, sigmas, generator=None):
+        sigma = torch.as_tensor(sigmas, dtype=x.dtype)[torch.randint(len(sigmas), (len(x),), generator=generator)]
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        return 0.5 * ((sigma[:, None] * score_model(x + sigma[:, None] * z, sigma) + z) ** 2).sum(1).mean()
+
+    fails(checks.check_dsm_loss, squared_sigma, match="x̃ = x \\+ σ·z")
+    fails(checks.check_dsm_loss, flat_sigma, match="shape \\[B, 1\\]")
+
+
+# ------------------------------------------------------------------ EnergyScore
+def test_energy_score_reference_passes(ref04):
+    checks.check_energy_score(ref04.EnergyScore)
+    checks.check_energy_score(ref04.EnergyScore, seed=3, n=5, d=2)
+
+
+def energy_score_variant(sign=-1.0, create_graph=True, enable_grad=True):
+    class Wrapped(nn.Module):
+        def __init__(self, energy_model):
+            super().__init__()
+            self.energy_model = energy_model
+
+        def forward(self, x, sigma):
+            with torch.enable_grad() if enable_grad else contextlib.nullcontext():
+                x = x.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.energy_model(x, sigma).sum(), x, create_graph=create_graph)
+            return sign * grad
+    return Wrapped
+
+
+class NotStored(nn.Module):
+    def __init__(self, energy_model):
+        super().__init__()
+        self.f = [energy_model]  # hidden from nn.Module's registry
+
+    def forward(self, x, sigma):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            return -torch.autograd.grad(self.f[0](x, sigma).sum(), x, create_graph=True)[0]
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (energy_score_variant(sign=1.0), "returns \\+∇ₓf"),
+    (energy_score_variant(create_graph=False), "create_graph=True"),
+    (energy_score_variant(enable_grad=False), "enable_grad"),
+    (NotStored, "parameters"),
+])
+def test_energy_score_wrong_fails(wrong, message):
+    fails(checks.check_energy_score, wrong, match=message)
+
+
+# ------------------------------------------------------------------ annealed Langevin
+def test_annealed_langevin_reference_passes(ref04):
+    checks.check_annealed_langevin(ref04.annealed_langevin)
+    checks.check_annealed_langevin(ref04.annealed_langevin, seed=8, weights=(0.5, 0.3, 0.2), descending=True)
+
+
+def annealed_variant(step="scaled", order="sorted", sigma_shape="column"):
+    def sample(score_fn, x0, sigmas, eps, T, generator=None):
+        levels = torch.as_tensor(sigmas).sort(descending=True).values if order == "sorted" else torch.as_tensor(sigmas)
+        x = x0.clone()
+        for sigma in levels.tolist():
+            alpha = eps * sigma**2 / float(levels.min()) ** 2 if step == "scaled" else eps
+            level = torch.full((len(x), 1) if sigma_shape == "column" else (len(x),), sigma)
+            for _ in range(T):
+                x = x + alpha / 2 * score_fn(x, level) + math.sqrt(alpha) * torch.randn(x.shape, generator=generator)
+        return x
+    return sample
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (annealed_variant(step="constant"), "α = eps·σ²/σ_min²"),
+    (annealed_variant(order="as given"), "start from the largest σ"),
+    (annealed_variant(sigma_shape="flat"), "shape \\[n, 1\\]"),
+])
+def test_annealed_langevin_wrong_fails(wrong, message):
+    fails(checks.check_annealed_langevin, wrong, match=message)
+
+
+def test_trained_annealed_reference_passes(ref04, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    checks.check_trained_annealed(ref04.dsm_loss, ref04.EnergyScore, ref04.annealed_langevin)
+
+
+def test_trained_annealed_with_sign_error_in_loss_fails(ref04, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    monkeypatch.setitem(budgets.SIZES["04"]["grade"], "check_iters", 300)  # a broken loss fails as fast as it learns
+    fails(checks.check_trained_annealed, dsm_variant(sign=-1.0), ref04.EnergyScore, ref04.annealed_langevin,
+          match="after 300 DSM steps")
+
+
+# ------------------------------------------------------------------ SDEs
+def test_sde_classes_reference_pass(ref04):
+    checks.check_sde_classes(ref04.SDE, ref04.OrnsteinUhlenbeck)
+    checks.check_sde_classes(ref04.SDE, ref04.OrnsteinUhlenbeck, seed=4, n=9)
+
+
+def sde_variant(ref04, reverse):
+    class Wrong(ref04.SDE):
+        def reverse_drift(self, x, t, score_fn):
+            return reverse(self, x, t, score_fn)
+
+    class WrongOU(Wrong):
+        drift = ref04.OrnsteinUhlenbeck.drift
+        diffusion = ref04.OrnsteinUhlenbeck.diffusion
+    return Wrong, WrongOU
+
+
+@pytest.mark.parametrize("reverse, message", [
+    (lambda self, x, t, s: self.drift(x, t) + self.diffusion(t) ** 2 * s(x, t), "minus sign"),
+    (lambda self, x, t, s: self.drift(x, t) - self.diffusion(t) * s(x, t), "diffusion squared"),
+])
+def test_sde_reverse_drift_wrong_fails(ref04, reverse, message):
+    fails(checks.check_sde_classes, *sde_variant(ref04, reverse), match=message)
+
+
+def test_ou_wrong_fails(ref04):
+    class PlusHalf(ref04.SDE):
+        def drift(self, x, t):
+            return 0.5 * x
+
+        def diffusion(self, t):
+            return 1.0
+
+    class SqrtTwo(ref04.OrnsteinUhlenbeck):
+        def diffusion(self, t):
+            return math.sqrt(2)
+
+    fails(checks.check_sde_classes, ref04.SDE, PlusHalf, match="OU drift")
+    fails(checks.check_sde_classes, ref04.SDE, SqrtTwo, match="should be 1")
+
+
+def em_variant(noise="sqrt", time="start", reverse_sign="negative"):
+    def integrate(sde, x0, t0, t1, n_steps, score_fn=None, generator=None):
+        dt = (t1 - t0) / n_steps
+        x = x0.clone()
+        for i in range(n_steps):
+            t_now = t0 + (i + 1) * dt if time == "end" else t0 + i * dt
+            t = torch.full((len(x), 1), t_now, dtype=x.dtype)
+            step = dt if reverse_sign == "negative" else abs(dt)
+            drift = sde.drift(x, t) if dt > 0 else sde.reverse_drift(x, t, score_fn)
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            scale = math.sqrt(abs(dt)) if noise == "sqrt" else (1.0 if noise == "unit" else 0.0)
+            x = x + drift * step + sde.diffusion(t) * scale * z
+        return x
+    return integrate
+
+
+def test_euler_maruyama_reference_passes(ref04):
+    checks.check_euler_maruyama_forward(ref04.euler_maruyama, ref04.OrnsteinUhlenbeck)
+    checks.check_euler_maruyama_forward(ref04.euler_maruyama, ref04.OrnsteinUhlenbeck, seed=3, n=15_000, n_steps=50)
+    checks.check_euler_maruyama_reverse(ref04.euler_maruyama, ref04.OrnsteinUhlenbeck)
+    checks.check_euler_maruyama_reverse(ref04.euler_maruyama, ref04.OrnsteinUhlenbeck, seed=5, weights=(0.2, 0.2, 0.6))
+
+
+def test_euler_maruyama_variant_of_reference_passes(ref04):
+    checks.check_euler_maruyama_forward(em_variant(), ref04.OrnsteinUhlenbeck)
+    checks.check_euler_maruyama_reverse(em_variant(), ref04.OrnsteinUhlenbeck)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (em_variant(noise="none"), "noise term"),
+    (em_variant(noise="unit"), "√Δt"),
+])
+def test_euler_maruyama_forward_wrong_fails(ref04, wrong, message):
+    fails(checks.check_euler_maruyama_forward, wrong, ref04.OrnsteinUhlenbeck, match=message)
+
+
+def test_euler_maruyama_forward_wrong_time_fails(ref04):
+    fails(checks.check_euler_maruyama_forward, em_variant(time="end"), ref04.OrnsteinUhlenbeck, match="start of the step")
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (em_variant(reverse_sign="positive"), "Δt is negative"),
+    (em_variant(time="end"), "start of each step"),
+])
+def test_euler_maruyama_reverse_wrong_fails(ref04, wrong, message):
+    fails(checks.check_euler_maruyama_reverse, wrong, ref04.OrnsteinUhlenbeck, match=message)
+
+
+def test_euler_maruyama_reverse_with_sign_error_in_reverse_drift_fails(ref04):
+    _, WrongOU = sde_variant(ref04, lambda self, x, t, s: self.drift(x, t) + self.diffusion(t) ** 2 * s(x, t))
+    fails(checks.check_euler_maruyama_reverse, ref04.euler_maruyama, WrongOU, match="exact score")
