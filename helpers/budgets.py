@@ -26,7 +26,7 @@ SIZES = {
         "full": dict(km_n=60_000, km_max_iter=300, mlp_train=50_000, mlp_val=10_000, mlp_epochs=3, mlp_batch=128,
                      mlp_lr=1e-3, gmm_fit=10_000, gmm_components=(1, 2, 5, 10, 20),
                      check_train=8_000, check_epochs=2, check_gmm_fit=3_000, check_components=5),
-        "grade": dict(km_n=10_000, km_max_iter=50, mlp_train=10_000, mlp_val=2_000, mlp_epochs=2, mlp_batch=128,
+        "grade": dict(km_n=5_000, km_max_iter=20, mlp_train=10_000, mlp_val=2_000, mlp_epochs=2, mlp_batch=128,
                       mlp_lr=1e-3, gmm_fit=2_000, gmm_components=(1, 2, 5),
                       check_train=8_000, check_epochs=2, check_gmm_fit=3_000, check_components=5),
     },

@@ -146,7 +146,7 @@ def _pearson(observed: np.ndarray, expected: np.ndarray) -> float:
     return float(((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum())
 
 
-def check_kmeans_plus_plus_init(kmeans_plus_plus_init, seed: int = 0, trials: int = 800) -> None:
+def check_kmeans_plus_plus_init(kmeans_plus_plus_init, seed: int = 0, trials: int = 600) -> None:
     """Shape, rows of X, reproducible with a generator, and D² sampling checked with chi-square tests.
 
     Every draw after the first must pick point j with probability D(j)² / Σ D², where D(j) is the distance
@@ -342,13 +342,13 @@ def _three_groups(seed: int) -> tuple[torch.Tensor, float]:
     """
     g = generator(seed)
     sizes = (30, 30, 90)
-    centres = torch.tensor([[0.0, 0.0], [8.0, 0.0], [0.0, 40.0]], dtype=torch.float64).repeat_interleave(torch.tensor(sizes), 0)
-    X = centres + 0.5 * torch.randn(sum(sizes), 2, generator=g, dtype=torch.float64)
+    centres = torch.tensor([[0.0, 0.0], [12.0, 0.0], [0.0, 40.0]], dtype=torch.float64).repeat_interleave(torch.tensor(sizes), 0)
+    X = centres + 0.3 * torch.randn(sum(sizes), 2, generator=g, dtype=torch.float64)
     best = sum(float(((part - part.mean(0)) ** 2).sum()) for part in X.split(sizes))
     return X, best
 
 
-def check_kmeans_init_modes(kmeans, seed: int = 0, runs: int = 40) -> None:
+def check_kmeans_init_modes(kmeans, seed: int = 0, runs: int = 30) -> None:
     """``init="random"`` and ``"kmeans++"`` pick distinct data rows, use the generator, and k-means++ finds the
     well-separated optimum far more often than a random start could."""
     g = generator(seed)
