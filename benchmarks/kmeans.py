@@ -38,7 +38,14 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=10, help="extra iterations m in each timed pair")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both torch and scikit-learn (default: each library's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
 
     from conftest import reference_answers
 
@@ -68,7 +75,11 @@ def main() -> int:
 
     ms = {name: 1000 * statistics.median(values) for name, values in per_iteration.items()}
     spread = {name: 1000 * (max(values) - min(values)) for name, values in per_iteration.items()}
-    print(f"Lloyd iteration on MNIST train, {n} × {d} float32, K = {args.k}; torch threads {torch.get_num_threads()}; "
+    from threadpoolctl import threadpool_info
+
+    sklearn_threads = max((pool["num_threads"] for pool in threadpool_info()), default=1)
+    print(f"Lloyd iteration on MNIST train, {n} × {d} float32, K = {args.k}; threads: torch {torch.get_num_threads()}, "
+          f"scikit-learn's pools up to {sklearn_threads}; "
           f"median of {args.repeats} (each over {m} iterations)\n")
     print("| implementation | ms per iteration | range (ms) | relative to scikit-learn |\n| --- | ---: | ---: | ---: |")
     for name in per_iteration:
