@@ -1,0 +1,382 @@
+"""The checkers of assignment 02 pass the reference and other correct styles, and fail plausible wrong answers."""
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import kmeans_plusplus
+from sklearn.metrics import roc_auc_score
+from sklearn.mixture import GaussianMixture
+from torch import nn
+
+from conftest import reference_answers
+from helpers.checks import CheckFailed
+from helpers.checks import a02 as checks
+
+
+@pytest.fixture(scope="module")
+def ref02():
+    return reference_answers("02")
+
+
+def fails(check, *args, match=None, **kwargs):
+    with pytest.raises(CheckFailed, match=match):
+        check(*args, **kwargs)
+
+
+# ------------------------------------------------------------ pairwise distances
+def numpy_dists(X, C):
+    X, C = np.asarray(X), np.asarray(C)
+    return np.einsum("nd,nd->n", X, X)[:, None] - 2 * X @ C.T + np.einsum("kd,kd->k", C, C)
+
+
+def loop_over_centroids(X, C):
+    return torch.stack([((X - c) ** 2).sum(1) for c in C], dim=1)
+
+
+@pytest.mark.parametrize("style", ["reference", "numpy", "loop over centroids", "cdist"])
+def test_pairwise_correct_styles_pass(ref02, style):
+    fn = {"reference": ref02.pairwise_sq_dists, "numpy": numpy_dists, "loop over centroids": loop_over_centroids,
+          "cdist": lambda X, C: torch.cdist(X, C) ** 2}[style]
+    for seed in range(3):
+        checks.check_pairwise_sq_dists(fn, seed=seed)
+    checks.check_pairwise_sq_dists(fn, seed=5, n=50, k=50, d=3)
+    checks.check_pairwise_sq_dists_memory(fn)
+
+
+def broadcast(X, C):
+    return ((X[:, None, :] - C[None, :, :]) ** 2).sum(-1)
+
+
+def numpy_broadcast(X, C):
+    X, C = np.asarray(X), np.asarray(C)
+    return ((X[:, None, :] - C[None]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda X, C: torch.cdist(X, C), "not squared"),
+    (lambda X, C: (X * X).sum(1, keepdim=True) - 2 * X @ C.T, "‖c‖² term is missing"),
+    (lambda X, C: (X * X).sum(1, keepdim=True) + 2 * X @ C.T + (C * C).sum(1), "wrong sign"),
+    (lambda X, C: (X * X).sum(1, keepdim=True) - X @ C.T + (C * C).sum(1), "−2 x·c"),
+    (lambda X, C: broadcast(X, C).T, "transposed"),
+    (lambda X, C: broadcast(X.float(), C.float()), "keep the dtype"),
+])
+def test_pairwise_wrong_fails(wrong, message):
+    fails(checks.check_pairwise_sq_dists, wrong, match=message)
+
+
+@pytest.mark.parametrize("wrong", [broadcast, numpy_broadcast,
+                                   lambda X, C: torch.linalg.vector_norm(X.unsqueeze(1) - C, dim=2) ** 2])
+def test_pairwise_broadcast_fails_memory(wrong):
+    checks.check_pairwise_sq_dists(wrong)  # right values ...
+    fails(checks.check_pairwise_sq_dists_memory, wrong, match=r"\[n, k, d\] tensor is 191 MiB")  # ... too much memory
+
+
+# ----------------------------------------------------------------- k-means++
+def plus_plus_variant(weight=lambda d2: d2, last_only=False, farthest=False, uniform=False, use_generator=True):
+    """A k-means++ initialisation with one deliberate deviation from D² sampling."""
+    def init(X, k, generator=None):
+        g = generator if use_generator else None
+        first = torch.randint(len(X), (1,), generator=g)
+        chosen, closest = [first], ((X - X[first]) ** 2).sum(1)
+        for _ in range(1, k):
+            if farthest:
+                index = closest.argmax().reshape(1)
+            else:
+                index = torch.multinomial((closest > 0).double() if uniform else weight(closest), 1, generator=g)
+            chosen.append(index)
+            new = ((X - X[index]) ** 2).sum(1)
+            closest = new if last_only else torch.minimum(closest, new)
+        return X[torch.cat(chosen)].clone()
+    return init
+
+
+def sklearn_plus_plus(X, k, generator=None):
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    centres, _ = kmeans_plusplus(np.asarray(X), k, random_state=seed, n_local_trials=1)
+    return torch.from_numpy(centres)
+
+
+@pytest.mark.parametrize("style", ["reference", "loop", "sklearn non-greedy"])
+def test_plus_plus_correct_styles_pass(ref02, style):
+    fn = {"reference": ref02.kmeans_plus_plus_init, "loop": plus_plus_variant(),
+          "sklearn non-greedy": sklearn_plus_plus}[style]
+    for seed in (0, 1):
+        checks.check_kmeans_plus_plus_init(fn, seed=seed)
+
+
+def greedy_sklearn(X, k, generator=None):
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    return torch.from_numpy(kmeans_plusplus(np.asarray(X), k, random_state=seed)[0])
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (plus_plus_variant(weight=torch.sqrt), "centroid 2 should be drawn"),
+    (plus_plus_variant(weight=lambda d2: d2**1.5), "centroid 2 should be drawn"),
+    (plus_plus_variant(last_only=True), "centroid 3 should be drawn"),
+    (plus_plus_variant(farthest=True), "farthest point"),
+    (plus_plus_variant(uniform=True), "sampling uniformly"),
+    (greedy_sklearn, "should be drawn"),
+    (plus_plus_variant(use_generator=False), "same seed"),
+    (lambda X, k, generator=None: X[:k].clone(), "same seed|uniformly random row"),
+    (lambda X, k, generator=None: X[torch.randperm(len(X), generator=generator)[:k]] + 1e-3, "rows of X"),
+])
+def test_plus_plus_wrong_fails(wrong, message):
+    fails(checks.check_kmeans_plus_plus_init, wrong, match=message)
+
+
+# -------------------------------------------------------------- class means
+def test_class_means_styles(ref02):
+    checks.check_class_mean_centroids(ref02.class_mean_centroids)
+    checks.check_class_mean_centroids(lambda X, y, k: torch.stack([X[y == j].mean(0) for j in range(k)]), seed=3)
+    fails(checks.check_class_mean_centroids,
+          lambda X, y, k: torch.stack([X[y == j].sum(0) for j in range(k)]), match="sums of each class")
+    fails(checks.check_class_mean_centroids, lambda X, y, k: X.mean(0).repeat(k, 1), match="mean of all of X")
+    fails(checks.check_class_mean_centroids,  # assumes the labels are sorted
+          lambda X, y, k: torch.stack([part.mean(0) for part in X.split(len(X) // k)][:k]), match="mean of X\\[y == j\\]")
+
+
+# -------------------------------------------------------------------- k-means
+def lloyd(X, k, init="random", max_iter=100, tol=1e-4, generator=None, empty="keep", inertia_after_update=False,
+          use_tol=True, replacement=False, plus_plus="d2", use_generator=True, mean_inertia=False):
+    """A plain-loop k-means; the keyword arguments switch in one deliberate deviation each."""
+    g = generator if use_generator else None
+    X = torch.as_tensor(X)
+    if isinstance(init, str) and init == "random":
+        rows = torch.randint(len(X), (k,), generator=g) if replacement else torch.randperm(len(X), generator=g)[:k]
+        centroids = X[rows].clone()
+    elif isinstance(init, str):
+        centroids = (plus_plus_variant(use_generator=use_generator)(X, k, g) if plus_plus == "d2"
+                     else X[torch.randperm(len(X), generator=g)[:k]].clone())
+    else:
+        centroids = torch.as_tensor(init, dtype=X.dtype).clone()
+    history = []
+    for _ in range(max_iter):
+        labels = torch.cdist(X, centroids).argmin(1)
+        new = centroids.clone()
+        for j in range(k):
+            members = X[labels == j]
+            if len(members) or empty == "nan":
+                new[j] = members.mean(0)
+            elif empty == "reinit":
+                new[j] = X[torch.randint(len(X), (1,), generator=g)]
+        reference_centroids = new if inertia_after_update else centroids
+        inertia = float(((X - reference_centroids[labels]) ** 2).sum())
+        history.append(inertia / len(X) if mean_inertia else inertia)
+        shift = float((new - centroids).norm(dim=1).max())
+        centroids = new
+        if use_tol and shift <= tol:
+            break
+    return centroids, labels, history
+
+
+@pytest.mark.parametrize("style", ["reference", "plain loop", "inertia after the update"])
+def test_kmeans_correct_styles_pass(ref02, style):
+    fn = {"reference": ref02.kmeans, "plain loop": lloyd,
+          "inertia after the update": lambda *a, **kw: lloyd(*a, inertia_after_update=True, **kw)}[style]
+    for seed in (0, 1):
+        checks.check_kmeans(fn, seed=seed)
+    checks.check_kmeans(fn, seed=41, n=300, d=2, k=3)
+    checks.check_kmeans_empty_cluster(fn)
+    checks.check_kmeans_init_modes(fn)
+
+
+def variant(**deviation):
+    return lambda *args, **kwargs: lloyd(*args, **deviation, **kwargs)
+
+
+def test_kmeans_wrong_fails():
+    fails(checks.check_kmeans, variant(mean_inertia=True), match="mean squared distance")
+    fails(checks.check_kmeans, variant(use_tol=False), match="tol=1e12")
+    fails(checks.check_kmeans, lambda *a, **kw: lloyd(*a, **{**kw, "max_iter": 1}), match="converged after")
+
+    def one_more_iteration(X, k, init="random", max_iter=100, **kw):
+        return lloyd(X, k, init=init, max_iter=max_iter + 1, **kw)
+
+    fails(checks.check_kmeans, one_more_iteration, match="exactly one iteration")
+
+    def increasing_history(*args, **kwargs):
+        centroids, labels, history = lloyd(*args, **kwargs)
+        return centroids, labels, history[::-1]
+
+    fails(checks.check_kmeans, increasing_history, match="increases")
+
+    def sorted_labels(*args, **kwargs):  # relabels clusters but keeps the centroids: labels no longer match them
+        centroids, labels, history = lloyd(*args, **kwargs)
+        return centroids, (labels + 1) % len(centroids), history
+
+    fails(checks.check_kmeans, sorted_labels, match="labels agree")
+
+
+def test_kmeans_empty_cluster_wrong_fails():
+    fails(checks.check_kmeans_empty_cluster, variant(empty="nan"), match="NaN")
+    fails(checks.check_kmeans_empty_cluster, variant(empty="reinit"), match="moved|labels are")
+
+
+def test_kmeans_init_modes_wrong_fails():
+    fails(checks.check_kmeans_init_modes, variant(replacement=True), match="distinct")
+    fails(checks.check_kmeans_init_modes, variant(use_generator=False), match="same seed")
+    fails(checks.check_kmeans_init_modes, variant(plus_plus="random"), match="D² sampling almost always")
+
+
+# ------------------------------------------------------------------------ MLP
+class ConvNet(nn.Module):
+    def __init__(self, hidden=256):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 14 * 14, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, 10)
+
+    def features(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def test_mlp_styles(ref02):
+    checks.check_mlp(ref02.MLP)
+    checks.check_mlp(ConvNet, seed=3)
+
+    class PreActivation(ref02.MLP):
+        def features(self, x):
+            return self.body[:-1](x)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    class FixedWidth(ref02.MLP):
+        def __init__(self, hidden=256):
+            super().__init__(hidden=256)
+
+    class EarlierLayer(nn.Module):  # 784 -> hidden -> 64 -> 10, features from the first hidden layer
+        def __init__(self, hidden=256):
+            super().__init__()
+            self.first = nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU())
+            self.rest = nn.Sequential(nn.Linear(hidden, 64), nn.ReLU(), nn.Linear(64, 10))
+
+        def features(self, x):
+            return self.first(x)
+
+        def forward(self, x):
+            return self.rest(self.first(x))
+
+    fails(checks.check_mlp, PreActivation, match="penultimate")
+    fails(checks.check_mlp, EarlierLayer, match="penultimate")
+    fails(checks.check_mlp, FixedWidth, match=r"\(200, 256\), expected \(200, 32\)")
+
+
+def test_accuracy(ref02):
+    checks.check_accuracy(ref02.accuracy)
+    checks.check_accuracy(ref02.accuracy, seed=5, n=130, batch_size=32)
+
+    def percent(model, loader):
+        return 100 * ref02.accuracy(model, loader)
+
+    def batch_mean(model, loader):
+        model.eval()
+        with torch.no_grad():
+            return float(np.mean([float((model(x).argmax(1) == t).float().mean()) for x, t in loader]))
+
+    def train_mode(model, loader):
+        with torch.no_grad():
+            return float(torch.cat([model(x).argmax(1) == t for x, t in loader]).float().mean())
+
+    fails(checks.check_accuracy, percent, match="percentage")
+    fails(checks.check_accuracy, batch_mean, match="per-batch")
+    fails(checks.check_accuracy, train_mode, match="evaluation mode")
+
+
+def test_extract_features(ref02):
+    checks.check_extract_features(ref02.extract_features)
+
+    def logits(model, loader):
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([model(x) for x, _ in loader])
+
+    def train_mode(model, loader):
+        with torch.no_grad():
+            return torch.cat([model.features(x) for x, _ in loader])
+
+    def with_graph(model, loader):
+        model.eval()
+        return torch.cat([model.features(x) for x, _ in loader])
+
+    fails(checks.check_extract_features, logits, match="logits")
+    fails(checks.check_extract_features, train_mode, match="evaluation mode")
+    fails(checks.check_extract_features, with_graph, match="requires grad")
+
+
+def test_train_classifier(ref02, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    checks.check_train_classifier(ref02.train_classifier, ref02.MLP)
+
+    def no_step(model, loader, epochs=3, lr=1e-3):
+        losses = []
+        for _ in range(epochs):
+            for x, t in loader:
+                loss = nn.functional.cross_entropy(model(x), t)
+                loss.backward()
+            losses.append(float(loss))
+        return {"train_loss": losses}
+
+    def per_batch(model, loader, epochs=3, lr=1e-3):
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        losses = []
+        for _ in range(epochs):
+            for x, t in loader:
+                loss = nn.functional.cross_entropy(model(x), t)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss))
+        return {"train_loss": losses}
+
+    fails(checks.check_train_classifier, no_step, ref02.MLP, match="test accuracy")
+    fails(checks.check_train_classifier, per_batch, ref02.MLP, match="one entry per epoch")
+
+
+# ------------------------------------------------------------------------ GMM
+def test_fit_gmm(ref02):
+    checks.check_fit_gmm(ref02.fit_gmm)
+    checks.check_fit_gmm(ref02.fit_gmm, seed=4, n=600, d=3, components=2)
+    checks.check_fit_gmm(lambda f, n, seed=0: GaussianMixture(n, reg_covar=1e-3, n_init=2, random_state=seed)
+                         .fit(np.asarray(f, dtype=np.float64)))
+    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, covariance_type="diag", random_state=seed)
+          .fit(np.asarray(f)), match="'full'")
+    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, reg_covar=1e-3).fit(np.asarray(f)),
+          match="random_state=seed")
+    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(2, random_state=seed).fit(np.asarray(f)),
+          match="components")
+    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, random_state=seed), match="not fitted")
+    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, random_state=seed, reg_covar=1e-3)
+          .fit(np.asarray(f)[:40]), match="log-likelihood")
+
+
+def test_ood_scores(ref02):
+    checks.check_ood_scores(ref02.ood_scores)
+    checks.check_ood_scores(lambda gmm, f: torch.from_numpy(-gmm.score_samples(np.asarray(f))), seed=2)
+    fails(checks.check_ood_scores, lambda gmm, f: gmm.score_samples(np.asarray(f)), match="return its negative")
+    fails(checks.check_ood_scores, lambda gmm, f: -gmm.score(np.asarray(f)), match="NumPy array")
+    fails(checks.check_ood_scores, lambda gmm, f: -np.exp(gmm.score_samples(np.asarray(f))), match="negative log-likelihood")
+
+
+def pairwise_auroc(inside, outside):
+    inside, outside = np.asarray(inside, dtype=float), np.asarray(outside, dtype=float)
+    return float(((outside[:, None] > inside[None]) + 0.5 * (outside[:, None] == inside[None])).mean())
+
+
+def test_auroc(ref02):
+    for fn in (ref02.auroc, pairwise_auroc,
+               lambda i, o: roc_auc_score(np.r_[np.zeros(len(i)), np.ones(len(o))], np.r_[np.asarray(i), np.asarray(o)])):
+        checks.check_auroc(fn)
+        checks.check_auroc(fn, seed=3, n_in=7, n_out=100)
+    fails(checks.check_auroc, lambda i, o: pairwise_auroc(o, i), match="positive class")
+    fails(checks.check_auroc, lambda i, o: float((np.asarray(o)[:, None] > np.asarray(i)[None]).mean()), match="one half")
+    fails(checks.check_auroc, lambda i, o: float((np.asarray(o) > np.median(np.asarray(i))).mean()), match="roc_auc_score")
+
+
+def test_ood_pipeline(ref02, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    r = ref02
+    checks.check_ood_pipeline(r.MLP, r.train_classifier, r.extract_features, r.fit_gmm, r.ood_scores)
+    fails(checks.check_ood_pipeline, r.MLP, r.train_classifier, r.extract_features, r.fit_gmm,
+          lambda gmm, f: -r.ood_scores(gmm, f), match="AUROC")
