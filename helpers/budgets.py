@@ -20,6 +20,20 @@ SIZES = {
         "full": dict(ae_train=48_000, ae_val=12_000, ae_epochs=30, ae_patience=4, ae_batch=128, ae_lr=1e-3),
         "grade": dict(ae_train=12_000, ae_val=2_000, ae_epochs=5, ae_patience=2, ae_batch=128, ae_lr=2e-3),
     },
+    "03": {
+        # 2-D EBM (notebook): one chain per data point; the check trains the 2-10-10-1 ReLU energy of the exercise
+        # with the same sizes in both budgets. MNIST: replay-buffer SGLD (Du & Mordatch 2019), batch × SGLD steps.
+        "full": dict(ebm_points=1000, ebm_iters=2000, ebm_hidden=64, ebm_lr=5e-3,
+                     check_ebm_chains=500, check_ebm_iters=1000, check_ebm_lr=1e-2,
+                     mnist_iters=1500, mnist_batch=64, mnist_steps=20, mnist_buffer=8192,
+                     check_mnist_iters=50, check_mnist_batch=32, check_mnist_steps=10,
+                     clf_train=60_000, clf_epochs=2),
+        "grade": dict(ebm_points=300, ebm_iters=150, ebm_hidden=16, ebm_lr=1e-2,
+                      check_ebm_chains=500, check_ebm_iters=1000, check_ebm_lr=1e-2,
+                      mnist_iters=20, mnist_batch=32, mnist_steps=10, mnist_buffer=8192,
+                      check_mnist_iters=50, check_mnist_batch=32, check_mnist_steps=10,
+                      clf_train=10_000, clf_epochs=1),
+    },
 }
 
 
