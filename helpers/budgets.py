@@ -30,6 +30,20 @@ SIZES = {
                       mlp_lr=1e-3, gmm_fit=2_000, gmm_components=(1, 2, 5),
                       check_train=8_000, check_epochs=2, check_gmm_fit=3_000, check_components=5),
     },
+    "03": {
+        # 2-D EBM (notebook): one chain per data point; the check trains the 2-10-10-1 ReLU energy of the exercise
+        # with the same sizes in both budgets. MNIST: replay-buffer SGLD (Du & Mordatch 2019), batch × SGLD steps.
+        "full": dict(ebm_points=1000, ebm_iters=2000, ebm_hidden=64, ebm_lr=5e-3,
+                     check_ebm_chains=500, check_ebm_iters=1000, check_ebm_lr=1e-2,
+                     mnist_iters=2000, mnist_batch=64, mnist_steps=20, mnist_buffer=8192, mnist_show=256,
+                     check_mnist_iters=50, check_mnist_batch=32, check_mnist_steps=10,
+                     clf_train=60_000, clf_epochs=2),
+        "grade": dict(ebm_points=200, ebm_iters=100, ebm_hidden=16, ebm_lr=1e-2,
+                      check_ebm_chains=500, check_ebm_iters=1000, check_ebm_lr=1e-2,
+                      mnist_iters=20, mnist_batch=32, mnist_steps=10, mnist_buffer=8192, mnist_show=64,
+                      check_mnist_iters=50, check_mnist_batch=32, check_mnist_steps=10,
+                      clf_train=10_000, clf_epochs=1),
+    },
     "04": {
         # 2-D score models: the noise-conditional energy net (ncsn_*) and the time-conditional score net (ou_*) the
         # notebook trains; check_* is the small run the trained-model check makes in both budgets (tolerances

@@ -123,3 +123,31 @@ def hist2d(points, lim, ax=None, title=None, bins=128):
     ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$", aspect="equal")
     ax.grid(False)
     return ax
+
+
+def samples_2d(points, ax=None, title=None, lim=7.0, color="tab:blue", s=2, alpha=0.5):
+    """A scatter plot of 2-D samples on the square [-lim, lim]², equal axes (for data vs EBM samples)."""
+    points = _numpy(points)
+    ax = ax or plt.gca()
+    ax.scatter(points[:, 0], points[:, 1], s=s, alpha=alpha, color=color, linewidths=0)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title, xlabel="$x_1$", ylabel="$x_2$")
+    return ax
+
+
+def energy_landscape(energy, ax=None, lim=7.0, n=150, title=None, density=False):
+    """Filled contours of a 2-D energy E(x) on a grid, or of exp(-E) normalised on the grid when ``density``."""
+    axis = torch.linspace(-lim, lim, n)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)
+    param = next(iter(energy.parameters()), None) if isinstance(energy, torch.nn.Module) else None
+    if param is not None:
+        grid = grid.to(param.device, param.dtype)
+    with torch.no_grad():
+        values = energy(grid).reshape(n, n).double().cpu()
+    if density:
+        values = torch.exp(-(values - values.min()))
+        values = values / values.sum()
+    ax = ax or plt.gca()
+    filled = ax.contourf(axis.numpy(), axis.numpy(), values.numpy(), levels=30, cmap="viridis" if density else "magma")
+    plt.colorbar(filled, ax=ax, shrink=0.8, label="density on the grid" if density else "energy")
+    ax.set(aspect="equal", title=title, xlabel="$x_1$", ylabel="$x_2$")
+    return ax
