@@ -9,7 +9,6 @@ import numpy as np
 import torch
 
 from .budgets import budget, budget_reason
-from .data import ASSIGNMENT_DATA, data_dir, fetch
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -45,6 +44,7 @@ def setup(assignment: str, seed: int = 0):
     ``$COURSE_SEED`` overrides ``seed`` (the seed-robustness benchmark uses it).
     """
     from . import plotting
+    from .data import ASSIGNMENT_DATA, data_dir, fetch  # here, so that `python -m helpers.data` imports it only once
 
     seed = int(os.environ.get("COURSE_SEED", seed))
     quiet_warnings()
