@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from nbconvert.preprocessors import Preprocessor
+from traitlets import Bool
 
 HIDDEN_BLOCK = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[ \t]*\n?", re.M | re.S)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -24,6 +25,8 @@ def is_test_cell(cell) -> bool:
 
 class HideHiddenTests(Preprocessor):
     """Remove hidden tests and tracebacks from the test cells of a feedback notebook."""
+
+    enabled = Bool(True, help="nbconvert skips preprocessors that are not enabled").tag(config=True)
 
     def preprocess_cell(self, cell, resources, index):
         if not is_test_cell(cell):
