@@ -25,8 +25,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def cell_seconds(cell) -> float:
+    """Wall time nbclient recorded for one executed cell (0 when it did not run)."""
+    from datetime import datetime
+
+    timing = cell.get("metadata", {}).get("execution", {})
+    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if not (start and end):
+        return 0.0
+    parse = lambda stamp: datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (parse(end) - parse(start)).total_seconds()
+
+
 def run_notebook(path: Path, budget: str, seed: int | None = None) -> tuple[float, list[str], list[str]]:
-    """Execute a copy of ``path``; return (seconds, failing cell ids, stdout lines)."""
+    """Execute a copy of ``path``; return (seconds, failing cell ids, stdout lines).
+
+    The stdout lines end with the five slowest cells, as ``slowest cell <id>: <seconds> s``.
+    """
     nb = nbformat.read(path, as_version=4)
     env_backup = dict(os.environ)
     os.environ["COURSE_BUDGET"] = budget
@@ -50,6 +65,9 @@ def run_notebook(path: Path, budget: str, seed: int | None = None) -> tuple[floa
                 failures.append(f"{cell.get('id')}: {output.ename}: {output.evalue[:200]}")
             elif output.output_type == "stream":
                 lines += output.text.splitlines()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in sorted(code, key=cell_seconds, reverse=True)[:5]:
+        lines.append(f"slowest cell {cell.get('id')}: {cell_seconds(cell):.1f} s")
     return seconds, failures, lines
 
 
@@ -74,7 +92,7 @@ def main() -> int:
     parser.add_argument("assignments", nargs="+", help="assignment numbers, e.g. 01 02")
     parser.add_argument("--budget", nargs="+", default=["grade"], choices=["grade", "full"])
     parser.add_argument("--autograde", action="store_true", help="also time nbgrader autograde (grade budget)")
-    parser.add_argument("--grep", default=r"(✔|test MSE|accuracy|AUROC|weights|spread|result)",
+    parser.add_argument("--grep", default=r"(✔|test MSE|accuracy|AUROC|weights|spread|result|slowest cell)",
                         help="regex of output lines to echo")
     args = parser.parse_args()
     rows = []

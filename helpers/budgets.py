@@ -21,9 +21,10 @@ SIZES = {
         "grade": dict(ae_train=12_000, ae_val=2_000, ae_epochs=5, ae_patience=2, ae_batch=128, ae_lr=2e-3),
     },
     "02": {
-        # k-means on the first km_n MNIST training images; MLP on mlp_train of them, mlp_val held out for OOD
+        # k-means on the first km_n MNIST training images; MLP on mlp_train of them (mlp_epochs, one call per epoch,
+        # learning rate decayed along a cosine from mlp_lr), mlp_val held out for OOD
         # validation; GMMs fitted on gmm_fit training features. check_* sizes are what the checks train with.
-        "full": dict(km_n=60_000, km_max_iter=300, mlp_train=50_000, mlp_val=10_000, mlp_epochs=3, mlp_batch=128,
+        "full": dict(km_n=60_000, km_max_iter=300, mlp_train=50_000, mlp_val=10_000, mlp_epochs=8, mlp_batch=128,
                      mlp_lr=1e-3, gmm_fit=10_000, gmm_components=(1, 2, 5, 10, 20),
                      check_train=8_000, check_epochs=2, check_gmm_fit=3_000, check_components=5),
         "grade": dict(km_n=5_000, km_max_iter=20, mlp_train=10_000, mlp_val=2_000, mlp_epochs=2, mlp_batch=128,

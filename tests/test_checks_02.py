@@ -179,6 +179,20 @@ def test_kmeans_correct_styles_pass(ref02, style):
     checks.check_kmeans_init_modes(fn)
 
 
+def test_reference_kmeans_is_plain_lloyd(ref02):
+    """The reference skips points by distance bounds and updates sums incrementally (for speed); it must still
+    give the plain iteration's labels, centroids and inertias, over many iterations and more than one block."""
+    g = torch.Generator().manual_seed(5)
+    X = torch.cat([torch.randn(3000, 12, generator=g, dtype=torch.float64) + 1.5 * torch.randn(1, 12, generator=g)
+                   for _ in range(4)])  # 12 000 points: three blocks of 4096
+    init = X[torch.randperm(len(X), generator=g)[:7]].clone()
+    fast, plain = ref02.kmeans(X, 7, init=init, max_iter=200, tol=0.0), lloyd(X, 7, init=init, max_iter=200, tol=0.0)
+    assert len(fast[2]) == len(plain[2]) > 10
+    assert torch.equal(fast[1], plain[1])
+    assert torch.allclose(fast[0], plain[0], rtol=0, atol=1e-10)
+    assert fast[2] == pytest.approx(plain[2], rel=1e-10)
+
+
 def variant(**deviation):
     return lambda *args, **kwargs: lloyd(*args, **deviation, **kwargs)
 
