@@ -17,10 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -42,19 +38,16 @@ def run_notebook(path: Path, budget: str, seed: int | None = None) -> tuple[floa
 
     The stdout lines end with the five slowest cells, as ``slowest cell <id>: <seconds> s``.
     """
-    nb = nbformat.read(path, as_version=4)
+    from helpers.handin import execute  # sets COURSE_HANDIN_RUN, so the last cell does not hand the notebook in
+
     env_backup = dict(os.environ)
     os.environ["COURSE_BUDGET"] = budget
-    os.environ["COURSE_HANDIN_RUN"] = "1"  # the last cell would otherwise re-run the notebook to hand it in
     if seed is not None:
         os.environ["COURSE_SEED"] = str(seed)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            client = NotebookClient(nb, timeout=1800, kernel_name="python3", allow_errors=True,
-                                    resources={"metadata": {"path": tmp}})
-            start = time.perf_counter()
-            client.execute()
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        nb = execute(path, timeout=1800)
+        seconds = time.perf_counter() - start
     finally:
         os.environ.clear()
         os.environ.update(env_backup)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import nbformat
 
+from .feedback import is_test_cell
+
 AUTOMATED_RUN_ENV = "COURSE_HANDIN_RUN"  # set inside the re-run (and by tools) so the hand-in cell does not recurse
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 PDF_TOOLS_HELP = """PDF export needs XeLaTeX and pandoc, which are not Python packages:
@@ -81,7 +83,7 @@ def summarise(nb) -> tuple[list[Item], list[str]]:
     for index, cell in enumerate(nb.cells):
         meta = _grading(cell)
         error = first_error(cell) if cell.cell_type == "code" else None
-        if meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
+        if is_test_cell(cell):
             items.append(Item(meta["grade_id"], "failed" if error else "passed", (error or "").split("\n")[0][:300]))
         elif meta.get("grade") and meta.get("solution") and cell.cell_type == "markdown":
             empty = ANSWER_PLACEHOLDER in cell.source or not cell.source.strip()

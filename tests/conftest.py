@@ -32,6 +32,29 @@ def reference_answers(assignment: str) -> types.SimpleNamespace:
     return types.SimpleNamespace(**namespace)
 
 
+def fails(check, *args, match=None, **kwargs):
+    """Assert that a checker rejects an answer (with a message matching ``match``)."""
+    from helpers.checks import CheckFailed
+
+    with pytest.raises(CheckFailed, match=match):
+        check(*args, **kwargs)
+
+
 @pytest.fixture(scope="session")
 def ref01():
     return reference_answers("01")
+
+
+@pytest.fixture(scope="session")
+def ref02():
+    return reference_answers("02")
+
+
+@pytest.fixture(scope="session")
+def ref03():
+    return reference_answers("03")
+
+
+@pytest.fixture(scope="session")
+def ref04():
+    return reference_answers("04")

@@ -5,13 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.checks import CheckFailed
+from conftest import fails
 from helpers.checks import a01 as checks
-
-
-def fails(check, *args, match=None, **kwargs):
-    with pytest.raises(CheckFailed, match=match):
-        check(*args, **kwargs)
 
 
 # ------------------------------------------------------------------ standardize

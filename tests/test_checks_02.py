@@ -7,19 +7,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
-from conftest import reference_answers
-from helpers.checks import CheckFailed
+from conftest import fails
 from helpers.checks import a02 as checks
-
-
-@pytest.fixture(scope="module")
-def ref02():
-    return reference_answers("02")
-
-
-def fails(check, *args, match=None, **kwargs):
-    with pytest.raises(CheckFailed, match=match):
-        check(*args, **kwargs)
 
 
 # ------------------------------------------------------------ pairwise distances

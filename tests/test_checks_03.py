@@ -4,15 +4,9 @@ import math
 import pytest
 import torch
 
-from conftest import reference_answers
+from conftest import fails
 from helpers import budgets
-from helpers.checks import CheckFailed
 from helpers.checks import a03 as checks
-
-
-@pytest.fixture(scope="module")
-def ref03():
-    return reference_answers("03")
 
 
 @pytest.fixture
@@ -25,11 +19,6 @@ def short_checks(grade, monkeypatch):
     """Shorter training inside the training checks: the wrong versions below fail at any length."""
     sizes = dict(budgets.SIZES["03"]["grade"], check_ebm_iters=300, check_mnist_iters=15)
     monkeypatch.setitem(budgets.SIZES["03"], "grade", sizes)
-
-
-def fails(check, *args, match=None, **kwargs):
-    with pytest.raises(CheckFailed, match=match):
-        check(*args, **kwargs)
 
 
 # ------------------------------------------------------------------ sgld_sample

@@ -6,21 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import reference_answers
+from conftest import fails
 from helpers import budgets
-from helpers.checks import CheckFailed
 from helpers.checks import a04 as checks
 from helpers.noise import geometric_sigmas
-
-
-@pytest.fixture(scope="module")
-def ref04():
-    return reference_answers("04")
-
-
-def fails(check, *args, match=None, **kwargs):
-    with pytest.raises(CheckFailed, match=match):
-        check(*args, **kwargs)
 
 
 def gm_variant(ref04, **overrides):
