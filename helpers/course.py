@@ -184,22 +184,33 @@ def _register_student(course: Path, student: str) -> None:
         gradebook.update_or_create_student(student)
 
 
-def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = None) -> tuple[Path, list[str]]:
+def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = None, options=None):
     """Autograde every submission, write feedback and ``grades.csv``.
 
-    Returns the CSV's path and a list of problems, one line per submission
-    that could not be graded normally. One bad submission never stops the
-    others: each is autograded in its own nbgrader run, its log kept in
-    ``reports/logs/``. Already-graded submissions are kept unless ``regrade``
-    or resubmitted since; the sample students are always regraded.
+    Returns the CSV's path and the grading outcome (:class:`helpers.grading.Outcome`):
+    its ``problems`` are one line per submission that could not be graded
+    normally, its ``flagged`` the submissions that touched the grading
+    machinery. Each submission runs in a sandbox (:mod:`helpers.grading`), in
+    parallel, and one bad submission never stops the others; its log is kept
+    in ``reports/logs/``. Already-graded submissions are kept unless
+    ``regrade`` or resubmitted since; the sample students are always regraded.
     ``timeout`` overrides the per-cell limit of ``nbgrader_config.py``.
     """
+    from . import grading
+
+    options = options or grading.Options()
+    options.regrade = options.regrade or regrade
+    options.timeout = timeout or options.timeout
     shutil.rmtree(_generate(course))  # the gradebook must know the current source notebooks
-    limit = [f"--Execute.timeout={timeout}"] if timeout else []
-    problems = []
+    problems, pending = [], []
+
+    def log_dir(name: str) -> Path:
+        folder = course / "reports" / "logs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     for name in assignments(course):
-        logs = course / "reports" / "logs" / name
-        logs.mkdir(parents=True, exist_ok=True)
+        log_dir(name)
         for student in submitted_students(course):
             folder = course / "submitted" / student / name
             if not folder.is_dir():
@@ -208,22 +219,19 @@ def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = No
             reason = _unreadable(folder)
             if reason:
                 problems.append(f"{student} / {name}: not graded, scored 0 — {reason}")
-                continue
-            if not _needs_grading(course, student, name, regrade):
-                continue
-            run = nbgrader("autograde", name, "--student", student, "--force", *limit, course=course,
-                           check=False, capture=True)
-            (logs / f"{student}.log").write_text(run.stdout + run.stderr)
-            if run.returncode != 0:
-                problems.append(f"{student} / {name}: autograding failed, scored 0 — see reports/logs/{name}/{student}.log")
-            else:
-                problems += [f"{student} / {name}: {note}" for note in _timeouts(course / "autograded" / student / name)]
+            elif _needs_grading(course, student, name, options.regrade):
+                pending.append((student, name))
+    outcome = grading.grade_submissions(course, pending, options, log_dir)
+    outcome.problems[:0] = problems
+    if not options.sandbox:
+        outcome.problems.insert(0, "graded WITHOUT a sandbox (--no-sandbox): submissions could read and change files")
+    for name in assignments(course):
         feedback = nbgrader("generate_feedback", name, "--force", course=course, check=False, capture=True)
         if feedback.returncode != 0:
-            (logs / "feedback.log").write_text(feedback.stdout + feedback.stderr)
-            problems.append(f"{name}: feedback generation reported errors — see reports/logs/{name}/feedback.log")
+            (log_dir(name) / "feedback.log").write_text(feedback.stdout + feedback.stderr)
+            outcome.problems.append(f"{name}: feedback generation reported errors — see reports/logs/{name}/feedback.log")
     nbgrader("export", "--to", "grades.csv", course=course)
-    return course / "grades.csv", problems
+    return course / "grades.csv", outcome
 
 
 def score_table(csv: Path):
@@ -235,11 +243,28 @@ def score_table(csv: Path):
     return grades.pivot(index="student_id", columns="assignment", values="cell")
 
 
+def needs_a_look(outcome) -> list[str]:
+    """The report's list: submissions not graded normally, then those that touched the grading machinery."""
+    return outcome.problems + [f"{who}: touches the grading machinery — " + "; ".join(reasons)
+                               for who, reasons in outcome.flagged.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .grading import DEFAULT_MEMORY, DEFAULT_NOTEBOOK_TIMEOUT, Options
+    from .sandbox import SandboxUnavailable
+
     parser = argparse.ArgumentParser(prog="python -m helpers.course", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["release", "check-release", "grade", "class"])
     parser.add_argument("--regrade", action="store_true", help="grade again submissions that were graded before")
     parser.add_argument("--timeout", type=int, help="per-cell time limit in seconds (default: nbgrader_config.py)")
+    parser.add_argument("--workers", type=int, help="submissions graded at once on this machine (default: one per core)")
+    parser.add_argument("--scheduler", help="grade on a Dask cluster: the scheduler's address, e.g. tcp://host:8786")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="run submissions without isolation (only for code you trust; the report says so)")
+    parser.add_argument("--memory", type=float, default=DEFAULT_MEMORY / 2**30,
+                        help="memory limit per submission in GiB (default %(default)g)")
+    parser.add_argument("--notebook-timeout", type=int, default=DEFAULT_NOTEBOOK_TIMEOUT,
+                        help="wall-clock limit per notebook in seconds (default %(default)s)")
     args = parser.parse_args(argv)
     if args.action == "check-release":
         problems = stale_release()
@@ -256,15 +281,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.action == "class":
         add_sample_class()
-    print(f"grading {len(submitted_students())} student(s): {', '.join(submitted_students())}")
-    csv, problems = grade(regrade=args.regrade, timeout=args.timeout)
+    options = Options(regrade=args.regrade, timeout=args.timeout, workers=args.workers, scheduler=args.scheduler,
+                      sandbox=not args.no_sandbox, memory_limit=int(args.memory * 2**30),
+                      notebook_timeout=args.notebook_timeout)
+    where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else \
+        f"with {options.workers or os.cpu_count()} worker(s) on this machine"
+    print(f"grading {len(submitted_students())} student(s) {where}, "
+          f"{'each in a sandbox' if options.sandbox else 'WITHOUT a sandbox'}: {', '.join(submitted_students())}")
+    try:
+        csv, outcome = grade(options=options)
+    except SandboxUnavailable as error:
+        print(f"\nNot graded: {error}", file=sys.stderr)
+        return 1
     from .report import question_table, question_scores, write_report
 
+    problems = needs_a_look(outcome)
     report = write_report(COURSE, csv, problems)
     print(f"\nScores per student and assignment (grades.csv; written answers await manual grading):\n")
     print(score_table(csv).to_string())
     print("\nPer question (reports/questions.csv):\n")
     print(question_table(question_scores(COURSE)).to_string())
+    if outcome.timings:
+        seconds = [t[2] for t in outcome.timings]
+        print(f"\n{len(seconds)} notebook(s) run in {outcome.wall:.0f} s: {sum(seconds) / len(seconds):.1f} s each on "
+              f"average, {max(seconds):.1f} s at most.")
     print(f"\nFeedback in feedback/, report in {report.relative_to(COURSE)} with reports/scores.png.")
     if problems:
         print("\nSubmissions that need a look:\n  " + "\n  ".join(problems))
