@@ -63,7 +63,7 @@ class Result:
     events: list[str]  # what the driver saw that a grader should know
     canaries_failed_as_they_must: list[bool]
     seconds: float
-    host: str
+    host: str  # the worker's address, or the machine's name
 
 
 def _error_output(message: str):
@@ -173,6 +173,16 @@ def _canary_cells(job: Job):
         for i, source in enumerate(job.canaries)]
 
 
+def _where() -> str:
+    """The Dask worker that ran the job (its address), or this machine's name outside Dask."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return os.uname().nodename
+
+
 def run_job(job: Job) -> Result:
     """Execute ``job`` and return the executed notebook and what the driver saw."""
     from . import sandbox
@@ -214,6 +224,6 @@ def run_job(job: Job) -> Result:
         verdicts = [any(o.get("output_type") == "error" and o.get("ename") != LIMIT_ENAME for o in c.get("outputs", []))
                     for c in canaries]
         nb.cells = [c for c in nb.cells if CANARY_TAG not in c.metadata.get("tags", [])]
-        return Result(job.key, nbformat.writes(nb), events, verdicts, time.monotonic() - started, os.uname().nodename)
+        return Result(job.key, nbformat.writes(nb), events, verdicts, time.monotonic() - started, _where())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

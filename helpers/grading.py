@@ -70,11 +70,25 @@ def _config(course: Path, **sections):
     return config
 
 
-def _api(config):
-    from nbgrader.apps import NbGraderAPI
-    from nbgrader.coursedir import CourseDirectory
+class _QuietAPI:
+    """nbgrader's API, without the SQLAlchemy warnings its own session handling raises (harmless, noisy)."""
 
-    return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+    def __init__(self, config):
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+
+        self.api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
+
+    def autograde(self, assignment, student):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.api.autograde(assignment, student, force=True, create=True)
+
+
+def _api(config):
+    return _QuietAPI(config)
 
 
 def _sanitiser(course: Path):
@@ -205,7 +219,7 @@ def _mark(course: Path, assignment: str, student: str, zero: bool) -> None:
         submission = gradebook.find_submission(assignment, student)
         for notebook in submission.notebooks:
             for grade in notebook.grades:
-                if grade.auto_score is not None and grade.cell.type == "code":
+                if grade.auto_score is not None and grade.cell.cell_type == "code":
                     grade.needs_manual_grade = True
                     if zero:
                         grade.auto_score = 0
@@ -216,6 +230,10 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
     """Sanitise, execute and record each (student, assignment) in ``pending``."""
     from .sandbox import unavailable_reason
 
+    if options.sandbox and not options.scheduler and unavailable_reason():
+        from .sandbox import SandboxUnavailable
+
+        raise SandboxUnavailable(f"cannot grade in a sandbox: {unavailable_reason()}")
     outcome = Outcome(sandboxed=options.sandbox)
     started = time.monotonic()
     stage = course / STAGE
@@ -224,10 +242,6 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
         return outcome
     config = _config(course)
     cell_timeout = options.timeout or int(config.Execute.get("timeout", 180))
-    if options.sandbox and not options.scheduler and unavailable_reason():
-        from .sandbox import SandboxUnavailable
-
-        raise SandboxUnavailable(f"cannot grade in a sandbox: {unavailable_reason()}")
     executor = _Executor(options)
     try:
         if options.sandbox and options.scheduler and executor.sandbox_problem():
@@ -237,7 +251,7 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
         sanitiser, recorder = _sanitiser(course), _recorder(course)
         futures, expected, static = {}, defaultdict(int), {}
         for student, assignment in pending:
-            result = sanitiser.autograde(assignment, student, force=True, create=True)
+            result = sanitiser.autograde(assignment, student)
             log = log_dir(assignment) / f"{student}.log"
             log.write_text(_strip_ansi(result.get("log", "") + result.get("error", "")))
             if not result["success"]:
@@ -292,7 +306,7 @@ def _record(course, recorder, student, assignment, outcome, log_dir, static, run
     timestamp = course / "submitted" / student / assignment / "timestamp.txt"
     if timestamp.exists():
         shutil.copy(timestamp, folder / "timestamp.txt")
-    result = recorder.autograde(assignment, student, force=True, create=True)
+    result = recorder.autograde(assignment, student)
     log = log_dir(assignment) / f"{student}.log"
     with log.open("a") as handle:
         handle.write(_strip_ansi(result.get("log", "") + result.get("error", "")))

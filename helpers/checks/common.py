@@ -56,6 +56,16 @@ _CLASS_IDS = {id(owner) for owner in _WATCHED if isinstance(owner, type)}
 _OWNER_NAMES = {id(owner): getattr(owner, "__name__", repr(owner)) for owner in _WATCHED}
 
 
+def watch_checkers() -> None:
+    """Add the checker modules imported so far to what is verified (the setup cell calls this via helpers.setup)."""
+    global _WATCHED, _ORIGINAL
+    loaded = [m for name, m in sorted(sys.modules.items()) if name.startswith("helpers.checks.") and m not in _WATCHED]
+    if loaded:
+        _WATCHED = (*_WATCHED, *loaded)
+        _OWNER_NAMES.update({id(m): m.__name__ for m in loaded})
+        _ORIGINAL = _snapshot()
+
+
 def replaced_functions() -> list[str]:
     """Library functions the checkers rely on that differ from when the checkers were imported."""
     now = _snapshot()

@@ -1,0 +1,284 @@
+"""Untrusted submissions: isolation, checkers that cannot be switched off, and detection of what is left.
+
+One tiny class of assignment 01 is graded once, in sandboxes, by two local
+workers: the sample students plus one adversarial submission per attack. Each
+attack is written from the release notebook only, as a student would; none
+may earn a point it did not implement without being listed for a look, and
+none may change a file outside its scratch folder.
+"""
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import psutil
+import pytest
+
+from helpers import course, grading, integrity, sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENT = "01_pca_autoencoders"
+NOTEBOOK = f"{ASSIGNMENT}.ipynb"
+
+# CI installs bubblewrap (.ci/run): there a missing sandbox is a failure, not a skip.
+pytestmark = pytest.mark.skipif(sandbox.unavailable_reason() is not None and not os.environ.get("CI"),
+                                reason="no bubblewrap sandbox here")
+
+# A working standardize, so that attacks that also "implement" it show what they gain beyond it.
+HONEST_STANDARDIZE = "def standardize(X):\n    return (X - X.mean(0)) / X.std(0, correction=0)\n"
+
+ATTACKS = {
+    # replacing checkers
+    "rebind-checks": "class _Pass:\n    def __getattr__(self, name):\n        return lambda *a, **k: print('✔ passed')\nchecks = _Pass()",
+    "sys-modules": ("import sys, types\nfake = types.ModuleType('fake')\n"
+                    "fake.__getattr__ = lambda name: (lambda *a, **k: print('✔ passed'))\n"
+                    "sys.modules['helpers.checks.a01'] = fake\nimport helpers.checks\nhelpers.checks.a01 = fake\nchecks = fake"),
+    "patch-checker-functions": ("import helpers.checks.a01 as real\nfor name in dir(real):\n"
+                                "    if name.startswith('check_'):\n"
+                                "        setattr(real, name, lambda *a, **k: print('✔ passed'))"),
+    # patching what the checkers compute with
+    "patch-library": ("import torch, numpy, builtins\ntorch.allclose = lambda *a, **k: True\n"
+                      "torch.Tensor.__sub__ = lambda a, b: torch.zeros(())\nnumpy.testing.assert_allclose = lambda *a, **k: None\n"
+                      "builtins.abs = lambda x: 0"),
+    # results whose comparisons always succeed
+    "always-equal-tensor": ("import torch\nclass Agreeable(torch.Tensor):\n"
+                            "    def __sub__(self, other):\n        return torch.zeros(()).as_subclass(Agreeable)\n"
+                            "    __rsub__ = __sub__\n    def __eq__(self, other):\n        return True\n"
+                            "def standardize(X):\n    return torch.zeros_like(X).as_subclass(Agreeable)"),
+    # hiding failures
+    "hide-tracebacks": ("ip = get_ipython()\nip.showtraceback = lambda *a, **k: None\n"
+                        "type(ip).showtraceback = lambda *a, **k: None\ntype(ip)._showtraceback = lambda *a, **k: None"),
+    "swallow-errors": ("ip = get_ipython()\nip.set_custom_exc((BaseException,), lambda *a, **k: None)"),
+    # reading what it must not see
+    "read-solutions": ("import glob, nbformat, helpers, pathlib\n"
+                       "roots = ['{course}', str(pathlib.Path(helpers.__file__).parents[1])]\n"
+                       "found = [p for r in roots for p in glob.glob(r + '/sol' + 'utions/**/*.ipynb', recursive=True)]\n"
+                       "source = nbformat.read(found[0], 4) if found else None\n"
+                       "for cell in (source.cells if source else []):\n"
+                       "    if 'def standardize' in cell.source:\n        exec(cell.source)"),
+    "read-history": "#end\nSEEN = [s for s in list(In) + list(_ih) if ('HID' + 'DEN') in s or ('seed' + '=11') in s]\nprint('seen', SEEN)",
+    # harming others
+    "write-files": ("import glob, os\nfor path in glob.glob('{course}/**/*', recursive=True) + ['{outside}/secret.txt']:\n"
+                    "    try:\n        open(path, 'a').write('pwned')\n    except OSError:\n        pass\n"
+                    "for folder in ['{course}', '{outside}', '/tmp', os.path.expanduser('~'), '/root']:\n"
+                    "    try:\n        open(os.path.join(folder, 'pwned.txt'), 'w').write('pwned')\n    except OSError:\n        pass"),
+    "network-and-processes": ("import socket, subprocess\n"
+                              "subprocess.Popen(['sleep', '4242'], start_new_session=True)\n"
+                              "try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=3).sendall(b'pwned')\n"
+                              "except OSError as error:\n    print('no network:', error)"),
+}
+
+
+def answer_cell(nb, grade_id):
+    return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def tree_hashes(*folders) -> dict[str, str]:
+    skip = {"gradebook.db", "grades.csv", "autograded", "feedback", "reports", grading.STAGE, ".release-build"}
+    hashes = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            parts = set(path.relative_to(folder).parts)
+            if path.is_file() and not parts & skip and "__pycache__" not in parts:
+                hashes[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+@pytest.fixture(scope="module")
+def listener():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.1)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory, listener):
+    copy = tmp_path_factory.mktemp("class")
+    shutil.copy(ROOT / "nbgrader_config.py", copy)
+    (copy / "solutions").mkdir()
+    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, copy / "solutions" / ASSIGNMENT)
+    course.release(copy)
+    course.add_sample_class(copy)
+    outside = tmp_path_factory.mktemp("instructor-home")
+    (outside / "secret.txt").write_text("instructor's")
+    blank = copy / "submitted" / "sample-blank" / ASSIGNMENT / NOTEBOOK
+    for student, code in ATTACKS.items():
+        code = code.replace("{port}", str(listener.getsockname()[1])).replace("{course}", str(copy))
+        code = code.replace("{outside}", str(outside))
+        nb = nbformat.read(blank, as_version=4)
+        standardize = HONEST_STANDARDIZE if student != "always-equal-tensor" else ""
+        if code.startswith("#end\n"):  # runs after every test cell
+            answer_cell(nb, "standardize").source = standardize
+            nb.cells.insert(len(nb.cells) - 1, nbformat.v4.new_code_cell(code))
+        else:
+            answer_cell(nb, "standardize").source = standardize + "\n" + code
+        folder = copy / "submitted" / student / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / NOTEBOOK)
+    before = tree_hashes(copy, outside)
+    processes_before = {p.pid for p in psutil.process_iter()}
+    csv, outcome = course.grade(copy, timeout=60, options=grading.Options(workers=2))
+    grades = pd.read_csv(csv).set_index("student_id")["score"]
+    connections = []
+    try:
+        while True:
+            connections.append(listener.accept())
+    except OSError:
+        pass
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in processes_before
+                 and "4242" in " ".join(p.info["cmdline"] or [])]
+    return dict(copy=copy, grades=grades, outcome=outcome, before=before, after=tree_hashes(copy, outside),
+                connections=connections, leftovers=leftovers)
+
+
+def standardize_points():
+    nb = nbformat.read(ROOT / "solutions" / ASSIGNMENT / NOTEBOOK, as_version=4)
+    return answer_cell(nb, "test_standardize").metadata["nbgrader"]["points"]
+
+
+def test_honest_sample_class_grades_as_before(attacked):
+    grades = attacked["grades"]
+    total = sum(c.metadata["nbgrader"]["points"] for c in nbformat.read(ROOT / "solutions" / ASSIGNMENT / NOTEBOOK, 4).cells
+                if c.metadata.get("nbgrader", {}).get("grade") and not c.metadata["nbgrader"].get("solution")
+                and c.cell_type == "code")
+    assert grades["sample-solution"] == total and grades["sample-blank"] == 0
+    flagged = attacked["outcome"].flagged
+    assert not any(k.startswith("sample-") for k in flagged), flagged
+
+
+@pytest.mark.parametrize("student", sorted(ATTACKS))
+def test_no_attack_earns_points_unflagged(attacked, student):
+    """Each scores at most what its honest standardize earns, or is listed for a look."""
+    earned = attacked["grades"][student]
+    honest = standardize_points() if student != "always-equal-tensor" else 0
+    flagged = any(k.startswith(f"{student} /") for k in attacked["outcome"].flagged)
+    assert earned <= honest or flagged, (earned, attacked["outcome"].flagged)
+    assert earned <= honest, f"{student} earned {earned} > {honest} (flagged: {flagged})"
+
+
+@pytest.mark.parametrize("student", sorted(set(ATTACKS) - {"write-files", "read-solutions", "network-and-processes"}))
+def test_tampering_is_listed_for_a_look(attacked, student):
+    assert any(k.startswith(f"{student} /") for k in attacked["outcome"].flagged), attacked["outcome"].flagged
+
+
+def test_flags_reach_the_report_and_the_gradebook(attacked):
+    from nbgrader.api import Gradebook
+
+    lines = course.needs_a_look(attacked["outcome"])
+    assert any("rebind-checks" in line and "touches the grading machinery" in line for line in lines)
+    with Gradebook(f"sqlite:///{attacked['copy'] / 'gradebook.db'}") as gradebook:
+        marked = [g.needs_manual_grade for nb in gradebook.find_submission(ASSIGNMENT, "rebind-checks").notebooks
+                  for g in nb.grades if g.auto_score is not None and g.cell.cell_type == "code"]
+        honest = [g.needs_manual_grade for nb in gradebook.find_submission(ASSIGNMENT, "sample-solution").notebooks
+                  for g in nb.grades if g.auto_score is not None]
+    assert marked and all(marked) and not any(honest)
+
+
+def test_no_file_outside_the_scratch_changed(attacked):
+    assert attacked["after"] == attacked["before"]
+    assert not (attacked["copy"] / "pwned.txt").exists() and not Path("/tmp/pwned.txt").exists()
+
+
+def test_hidden_tests_never_reach_the_kernels_history(attacked):
+    graded = nbformat.read(attacked["copy"] / "autograded" / "read-history" / ASSIGNMENT / NOTEBOOK, as_version=4)
+    printed = "".join(o.get("text", "") for c in graded.cells for o in c.get("outputs", []))
+    assert "seen []" in printed
+
+
+def test_no_network_and_no_process_left(attacked):
+    assert attacked["connections"] == []
+    assert attacked["leftovers"] == []
+
+
+def test_limits_memory_time_and_output():
+    """A notebook that eats memory, runs too long or prints too much is stopped, and the rest scores 0."""
+    from helpers.execution import Job, run_job
+
+    def notebook(*sources):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+        nb.cells[-1].metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "t", "points": 1}
+        return nbformat.writes(nb)
+
+    memory = run_job(Job("memory", notebook("import numpy as np\nx = np.ones((600, 1024, 1024))", "print('✔ after')"),
+                         memory_limit=1 << 30, notebook_timeout=120))
+    assert any("memory limit" in e for e in memory.events), memory.events
+    wall = run_job(Job("wall", notebook("import time\ntime.sleep(60)", "print('✔ after')"), notebook_timeout=8))
+    assert any("time limit" in e for e in wall.events), wall.events
+    for result in (memory, wall):
+        last = nbformat.reads(result.notebook, as_version=4).cells[-1]
+        assert any(o.output_type == "error" for o in last.outputs)  # the test cell after the stop scores 0
+    chatty = run_job(Job("output", notebook("for i in range(200000):\n    print('x' * 100)", "print('✔ after')"),
+                         max_output=1 << 20))
+    assert len(chatty.notebook) < 3 << 20 and any("output over" in e for e in chatty.events)
+
+
+def test_static_reading_ignores_honest_code():
+    """The reference answers of every assignment, and the release's own cells, raise no flag."""
+    for source in sorted((ROOT / "solutions").glob("*/*.ipynb")):
+        nb = nbformat.read(source, as_version=4)
+        release = nbformat.read(ROOT / "notebooks" / source.parent.name / source.name, as_version=4)
+        assert integrity.suspicious_code(nb, release) == [], source.name
+        blank_release = nbformat.read(ROOT / "notebooks" / source.parent.name / source.name, as_version=4)
+        assert integrity.suspicious_code(blank_release, release) == []
+
+
+def test_refuses_without_a_sandbox(monkeypatch, tmp_path):
+    """Where bubblewrap is missing, grading stops with what to install (unless --no-sandbox)."""
+    monkeypatch.setattr(sandbox, "unavailable_reason", lambda: "bubblewrap (bwrap) is not installed.\n" + sandbox.INSTALL_HELP)
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+        grading.grade_submissions(tmp_path, [("someone", ASSIGNMENT)], grading.Options(), lambda name: tmp_path)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """A real Dask scheduler and two workers, as separate processes on 127.0.0.1 (as on a cluster)."""
+    folder = tmp_path_factory.mktemp("dask")
+    address_file = folder / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))  # what a worker needs: the course environment and data
+    processes = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                   "--scheduler-file", str(address_file)], env=env, cwd=folder,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    deadline = time.monotonic() + 60
+    while not address_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    processes += [subprocess.Popen([*dask, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
+                                    "--memory-limit", "0", "--no-dashboard", "--name", f"worker-{i}"], env=env, cwd=folder,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
+    import json
+
+    from distributed import Client
+
+    address = json.loads(address_file.read_text())["address"]
+    with Client(address, timeout="60s") as client:
+        client.wait_for_workers(2, timeout=120)
+    yield address
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=30)
+
+
+def test_dask_cluster_grades_like_the_local_run(attacked, dask_cluster, tmp_path):
+    """The sandboxed jobs go to the cluster's two workers; recording stays here; the scores are the same."""
+    copy = tmp_path / "class"
+    shutil.copytree(attacked["copy"], copy, ignore=shutil.ignore_patterns(grading.STAGE))
+    keep = ("sample-solution", "sample-blank", "rebind-checks")
+    for folder in (copy / "submitted").iterdir():
+        if folder.name not in keep:
+            shutil.rmtree(folder)
+    csv, outcome = course.grade(copy, timeout=60, options=grading.Options(scheduler=dask_cluster, regrade=True))
+    grades = pd.read_csv(csv).set_index("student_id")["score"]
+    assert {s: grades[s] for s in keep} == {s: attacked["grades"][s] for s in keep}
+    assert set(outcome.flagged) == {f"rebind-checks / {ASSIGNMENT}"}
+    assert len({host for *_, host in outcome.timings}) >= 1 and len(outcome.timings) == len(keep)
