@@ -326,3 +326,46 @@ def _record(course, recorder, student, assignment, outcome, log_dir, static, run
             ["autograded scores set to 0 and marked for manual grading"] if disarmed
             else ["autograded scores marked for manual grading"])
         _mark(course, assignment, student, zero=disarmed)
+
+
+class LocalDaskProcesses:
+    """``dask scheduler`` and ``dask worker`` started as separate processes on 127.0.0.1, as on a cluster.
+
+    For a quick try of ``--scheduler`` on one machine, and for the tests and
+    the grading benchmark: ``with LocalDaskProcesses(2, folder) as address: …``.
+    """
+
+    def __init__(self, workers: int, folder: Path):
+        self.workers, self.folder, self.processes = workers, Path(folder), []
+
+    def __enter__(self) -> str:
+        import json
+        import subprocess
+        import sys
+
+        from distributed import Client
+
+        address_file = self.folder / "scheduler.json"
+        address_file.unlink(missing_ok=True)
+        dask = [sys.executable, "-m", "dask"]
+        quiet = dict(cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                                "--no-dashboard", "--scheduler-file", str(address_file)], **quiet))
+        deadline = time.monotonic() + 60
+        while not address_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Dask scheduler did not start within 60 s")
+            time.sleep(0.2)
+        self.processes += [subprocess.Popen([*dask, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
+                                             "--memory-limit", "0", "--no-dashboard", "--name", f"worker-{i}"], **quiet)
+                           for i in range(self.workers)]
+        address = json.loads(address_file.read_text())["address"]
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(self.workers, timeout=120)
+        return address
+
+    def __exit__(self, *exc):
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=30)

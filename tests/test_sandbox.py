@@ -241,32 +241,9 @@ def test_refuses_without_a_sandbox(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
-    """A real Dask scheduler and two workers, as separate processes on 127.0.0.1 (as on a cluster)."""
-    folder = tmp_path_factory.mktemp("dask")
-    address_file = folder / "scheduler.json"
-    dask = [sys.executable, "-m", "dask"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))  # what a worker needs: the course environment and data
-    processes = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                   "--scheduler-file", str(address_file)], env=env, cwd=folder,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    deadline = time.monotonic() + 60
-    while not address_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    processes += [subprocess.Popen([*dask, "worker", "--scheduler-file", str(address_file), "--nthreads", "1",
-                                    "--memory-limit", "0", "--no-dashboard", "--name", f"worker-{i}"], env=env, cwd=folder,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
-    import json
-
-    from distributed import Client
-
-    address = json.loads(address_file.read_text())["address"]
-    with Client(address, timeout="60s") as client:
-        client.wait_for_workers(2, timeout=120)
-    yield address
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.wait(timeout=30)
+    """A real Dask scheduler and two workers, as separate processes on 127.0.0.1."""
+    with grading.LocalDaskProcesses(2, tmp_path_factory.mktemp("dask")) as address:
+        yield address
 
 
 def test_dask_cluster_grades_like_the_local_run(attacked, dask_cluster, tmp_path):
