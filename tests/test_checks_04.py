@@ -471,3 +471,187 @@ def test_euler_maruyama_reverse_wrong_fails(ref04, wrong, message):
 def test_euler_maruyama_reverse_with_sign_error_in_reverse_drift_fails(ref04):
     _, WrongOU = sde_variant(ref04, lambda self, x, t, s: self.drift(x, t) + self.diffusion(t) ** 2 * s(x, t))
     fails(checks.check_euler_maruyama_reverse, ref04.euler_maruyama, WrongOU, match="exact score")
+
+
+# ------------------------------------------------------------------ VE SDE, probability flow, predictor–corrector
+def test_variance_exploding_reference_passes(ref04):
+    checks.check_variance_exploding(ref04.VarianceExploding, ref04.SDE)
+    checks.check_variance_exploding(ref04.VarianceExploding, ref04.SDE, seed=3, n=9, sigma_min=0.01, sigma_max=50.0)
+    for seed in range(2):
+        checks.check_ve_reverse(ref04.euler_maruyama, ref04.VarianceExploding, seed=seed)
+    checks.check_ve_reverse(ref04.euler_maruyama, ref04.VarianceExploding, seed=5, weights=(0.5, 0.3, 0.2), n_steps=300)
+
+
+def test_variance_exploding_other_style_passes(ref04):
+    """Another correct style: σ(t) through exp/log, diffusion as the square root of d[σ²]/dt."""
+    class VE(ref04.SDE):
+        def __init__(self, sigma_min, sigma_max):
+            self.lo, self.hi = sigma_min, sigma_max
+
+        def sigma(self, t):
+            t = torch.as_tensor(t, dtype=torch.float64)
+            return torch.exp(math.log(self.lo) + t * math.log(self.hi / self.lo))
+
+        def drift(self, x, t):
+            return x * 0
+
+        def diffusion(self, t):
+            return torch.sqrt(2 * math.log(self.hi / self.lo) * self.sigma(t) ** 2)
+
+    checks.check_variance_exploding(VE, ref04.SDE)
+    checks.check_ve_reverse(ref04.euler_maruyama, VE)
+
+
+def ve_variant(ref04, diffusion):
+    class Wrong(ref04.VarianceExploding):
+        pass
+    Wrong.diffusion = diffusion
+    return Wrong
+
+
+@pytest.mark.parametrize("diffusion, message", [
+    (lambda self, t: self.sigma(t), "returned σ\\(t\\) itself"),
+    (lambda self, t: (self.sigma(t) * math.log(self.sigma_max / self.sigma_min)) ** 0.5, "not dσ/dt"),
+    (lambda self, t: self.sigma(t) * math.sqrt(math.log(self.sigma_max / self.sigma_min)), "diffusion\\(t\\)²"),
+])
+def test_variance_exploding_wrong_diffusion_fails(ref04, diffusion, message):
+    wrong = ve_variant(ref04, diffusion)
+    fails(checks.check_variance_exploding, wrong, ref04.SDE, match=message)
+    fails(checks.check_ve_reverse, ref04.euler_maruyama, wrong, match="exact score")
+
+
+def test_variance_exploding_wrong_sigma_fails(ref04):
+    class Reversed(ref04.VarianceExploding):  # σ_max at t = 0: the levels numbered the other way round
+        def sigma(self, t):
+            return self.sigma_max * (self.sigma_min / self.sigma_max) ** t
+
+    fails(checks.check_variance_exploding, Reversed, ref04.SDE, match="σ_min at t = 0")
+
+
+def pf_variant(half=0.5, noise=0.0, direction="given"):
+    def flow(sde, x0, t0, t1, n_steps, score_fn):
+        dt = (t1 - t0) / n_steps
+        if direction == "backwards only":
+            dt = -abs(dt)
+        x = x0.clone()
+        for i in range(n_steps):
+            t = torch.full((len(x), 1), t0 + i * dt, dtype=x.dtype)
+            x = x + (sde.drift(x, t) - half * sde.diffusion(t) ** 2 * score_fn(x, t)) * dt
+            x = x + noise * math.sqrt(abs(dt)) * torch.randn_like(x)
+        return x
+    return flow
+
+
+def heun_flow(sde, x0, t0, t1, n_steps, score_fn):
+    """Another correct style: Heun's second-order method, float64 inside."""
+    dt = (t1 - t0) / n_steps
+    x = x0.double()
+
+    def velocity(x, t):
+        t = torch.full((len(x), 1), t, dtype=torch.float64)
+        return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(x, t)
+
+    for i in range(n_steps):
+        t = t0 + i * dt
+        k1 = velocity(x, t)
+        k2 = velocity(x + dt * k1, t + dt)
+        x = x + dt * (k1 + k2) / 2
+    return x.to(x0.dtype)
+
+
+def test_probability_flow_ode_reference_passes(ref04):
+    for seed in range(2):
+        checks.check_probability_flow_ode(ref04.probability_flow_ode, ref04.OrnsteinUhlenbeck, seed=seed)
+    checks.check_probability_flow_ode(heun_flow, ref04.OrnsteinUhlenbeck)
+    checks.check_probability_flow_ode(pf_variant(), ref04.OrnsteinUhlenbeck)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (pf_variant(half=1.0), "the ½ is missing"),
+    (pf_variant(half=-0.5), "sign error"),
+    (pf_variant(noise=1.0), "deterministic"),
+    (pf_variant(direction="backwards only"), "time running from t0"),
+])
+def test_probability_flow_ode_wrong_fails(ref04, wrong, message):
+    fails(checks.check_probability_flow_ode, wrong, ref04.OrnsteinUhlenbeck, match=message)
+
+
+def pc_variant(corrector_noise=2.0, corrector_sign=1.0, corrector_time="new", g2=2):
+    def sample(sde, x0, t0, t1, n_steps, score_fn, snr=0.16, n_corrector=1, generator=None):
+        dt = (t1 - t0) / n_steps
+        x = x0.clone()
+        for i in range(n_steps):
+            t = torch.full((len(x), 1), t0 + i * dt, dtype=x.dtype)
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            g = sde.diffusion(t)
+            x = x + (sde.drift(x, t) - g**g2 * score_fn(x, t)) * dt + g * math.sqrt(abs(dt)) * z
+            t_c = t + dt if corrector_time == "new" else t
+            for _ in range(n_corrector):
+                s = score_fn(x, t_c)
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                eps = 2 * (snr * z.norm(dim=1).mean() / s.norm(dim=1).mean()) ** 2
+                x = x + corrector_sign * eps * s + torch.sqrt(corrector_noise * eps) * z
+        return x
+    return sample
+
+
+def test_predictor_corrector_reference_passes(ref04):
+    for seed in range(2):
+        checks.check_predictor_corrector(ref04.predictor_corrector, seed=seed)
+    checks.check_predictor_corrector(ref04.predictor_corrector, seed=7, n=3000)
+    checks.check_predictor_corrector(pc_variant())
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (pc_variant(corrector_noise=0.0), "predictor–corrector with the exact score"),
+    (pc_variant(corrector_noise=1.0), "√\\(2ε\\)"),
+    (pc_variant(corrector_sign=-1.0), "predictor–corrector with the exact score"),
+    (pc_variant(corrector_time="old"), "new time"),
+    (pc_variant(g2=1), "predictor–corrector with the exact score"),
+])
+def test_predictor_corrector_wrong_fails(wrong, message):
+    fails(checks.check_predictor_corrector, wrong, match=message)
+
+
+def test_predictor_corrector_without_corrector_fails(ref04):
+    def no_corrector(sde, x0, t0, t1, n_steps, score_fn, snr=0.16, n_corrector=1, generator=None):
+        return ref04.predictor_corrector(sde, x0, t0, t1, n_steps, score_fn, snr, 0, generator)
+
+    fails(checks.check_predictor_corrector, no_corrector, match="200 times")
+
+
+# ------------------------------------------------------------------ EnergyNet diagnostic
+def energy_net_variant(activation=nn.SiLU, use_sigma=True, scaled=True):
+    class Net(nn.Module):
+        def __init__(self, hidden=32):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(3, hidden), activation(), nn.Linear(hidden, hidden), activation(),
+                                     nn.Linear(hidden, 1))
+
+        def forward(self, x, sigma):
+            level = sigma.log() if use_sigma else torch.zeros_like(sigma)
+            out = self.net(torch.cat([x, level], dim=1))[:, 0]
+            return out / sigma[:, 0] if scaled else out
+    return Net
+
+
+def test_energy_net_diagnostic_reference_passes(ref04, capsys):
+    assert checks.diagnose_energy_net(ref04.EnergyNet, 0.61, 0.604) == []
+    assert "✔ EnergyNet" in capsys.readouterr().out
+    assert checks.diagnose_energy_net(energy_net_variant(nn.ELU)) == []
+
+
+@pytest.mark.parametrize("variant, message", [
+    (energy_net_variant(nn.ReLU), "piecewise-linear"),
+    (energy_net_variant(use_sigma=False), "does not depend on σ"),
+    (energy_net_variant(scaled=False), "divide the output by σ"),
+])
+def test_energy_net_diagnostic_names_the_problem(variant, message, capsys):
+    problems = checks.diagnose_energy_net(variant, 0.9, 0.604)
+    assert len(problems) == 1 and message in problems[0]
+    assert "likely cause of poor Figures" in capsys.readouterr().out
+
+
+def test_energy_net_diagnostic_flags_a_high_loss(ref04, capsys):
+    assert checks.diagnose_energy_net(ref04.EnergyNet, 0.75, 0.604) == []
+    assert "above the exact score" in capsys.readouterr().out
