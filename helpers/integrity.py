@@ -61,6 +61,7 @@ SUSPICIOUS_ATTRIBUTES = {
 FAKE_RESULT_METHODS = {"__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__", "__int__",
                        "__index__", "__abs__", "__sub__", "__rsub__", "__array__", "__getattr__", "__getattribute__",
                        "__instancecheck__", "__subclasscheck__", "__torch_function__", "__array_ufunc__"}
+HARMLESS_SETTINGS = ("torch.backends.", "plt.rcParams", "matplotlib.rcParams", "pd.options.")
 RESERVED_NAMES = {"checks", "helpers"}  # what the test cells call through
 PRIVATE_PLACES = re.compile(r"(solutions|gradebook|submitted|autograded|feedback|\.grading|nbgrader_config|\.ipynb)")
 
@@ -117,12 +118,13 @@ def _cell_reasons(tree: ast.AST, imported: set[str]) -> set[str]:
                     reasons.add(f"rebinds `{alias.asname or alias.name}`, which the test cells use")
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
-            for target in targets:
-                for leaf in ast.walk(target):
-                    if isinstance(leaf, ast.Attribute) and _root_name(leaf) in imported:
-                        reasons.add(f"changes a library or checker attribute ({ast.unparse(leaf)})")
-                    elif isinstance(leaf, ast.Name) and leaf.id in RESERVED_NAMES and isinstance(leaf.ctx, (ast.Store, ast.Del)):
-                        reasons.add(f"rebinds `{leaf.id}`, which the test cells use")
+            for target in _flatten(targets):
+                changed = target.value if isinstance(target, ast.Subscript) else target
+                if (isinstance(changed, ast.Attribute) and _root_name(changed) in imported
+                        and not ast.unparse(changed).startswith(HARMLESS_SETTINGS)):
+                    reasons.add(f"changes a library or checker attribute ({ast.unparse(changed)})")
+                elif isinstance(target, ast.Name) and target.id in RESERVED_NAMES:
+                    reasons.add(f"rebinds `{target.id}`, which the test cells use")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in RESERVED_NAMES:
             reasons.add(f"rebinds `{node.name}`, which the test cells use")
         if isinstance(node, ast.ClassDef):
@@ -137,6 +139,16 @@ def _cell_reasons(tree: ast.AST, imported: set[str]) -> set[str]:
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and PRIVATE_PLACES.search(node.value):
             reasons.add(f"mentions {PRIVATE_PLACES.search(node.value).group(1)!r}, a place only the grader uses")
     return reasons
+
+
+def _flatten(targets):
+    for target in targets:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            yield from _flatten(target.elts)
+        elif isinstance(target, ast.Starred):
+            yield from _flatten([target.value])
+        else:
+            yield target
 
 
 def _calls_of(tree: ast.AST, name: ast.Name):

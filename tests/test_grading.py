@@ -79,9 +79,9 @@ def graded(tmp_path_factory):
     corrupt = copy / "submitted" / "corrupt-notebook" / ASSIGNMENT
     corrupt.mkdir(parents=True)
     (corrupt / NOTEBOOK).write_text(solved.read_text()[:5000])  # cut off mid-file
-    csv, problems = course.grade(copy, timeout=60)
+    csv, outcome = course.grade(copy, timeout=60)
     grades = pd.read_csv(csv).set_index("student_id")
-    return copy, grades, problems
+    return copy, grades, course.needs_a_look(outcome)
 
 
 def score(grades, student):

@@ -10,9 +10,6 @@ import hashlib
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -20,7 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from helpers import course, grading, integrity, sandbox
+from helpers import course, grading, sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENT = "01_pca_autoencoders"
@@ -220,16 +217,6 @@ def test_limits_memory_time_and_output():
     chatty = run_job(Job("output", notebook("for i in range(200000):\n    print('x' * 100)", "print('✔ after')"),
                          max_output=1 << 20))
     assert len(chatty.notebook) < 3 << 20 and any("output over" in e for e in chatty.events)
-
-
-def test_static_reading_ignores_honest_code():
-    """The reference answers of every assignment, and the release's own cells, raise no flag."""
-    for source in sorted((ROOT / "solutions").glob("*/*.ipynb")):
-        nb = nbformat.read(source, as_version=4)
-        release = nbformat.read(ROOT / "notebooks" / source.parent.name / source.name, as_version=4)
-        assert integrity.suspicious_code(nb, release) == [], source.name
-        blank_release = nbformat.read(ROOT / "notebooks" / source.parent.name / source.name, as_version=4)
-        assert integrity.suspicious_code(blank_release, release) == []
 
 
 def test_refuses_without_a_sandbox(monkeypatch, tmp_path):
