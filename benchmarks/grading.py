@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -31,13 +30,7 @@ KINDS = ("correct", "blank", "broken", "resubmitted")
 
 
 def synthesise(root: Path, students: int, names: list[str]) -> Path:
-    copy = root / "class"
-    copy.mkdir()
-    shutil.copy(course.COURSE / "nbgrader_config.py", copy)
-    (copy / "solutions").mkdir()
-    for name in names:
-        shutil.copytree(course.COURSE / "solutions" / name, copy / "solutions" / name)
-    course.release(copy)
+    copy = course.course_copy(root / "class", names)
     for name in names:
         for released in (copy / "notebooks" / name).glob("*.ipynb"):
             solved = course._solved_release(copy / "solutions" / name / released.name, released)

@@ -125,6 +125,16 @@ def _solved_release(source: Path, released: Path):
     return nb
 
 
+def course_copy(target: Path, names: list[str], course: Path = COURSE) -> Path:
+    """A new course directory at ``target`` with these assignments, released (for tests and benchmarks)."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(course / "nbgrader_config.py", target)
+    for name in names:
+        shutil.copytree(course / "solutions" / name, target / "solutions" / name)
+    release(target)
+    return target
+
+
 def add_sample_class(course: Path = COURSE) -> None:
     """(Re)write the sample students' submissions: the solved release and the untouched release."""
     for name in assignments(course):

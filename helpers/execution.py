@@ -17,7 +17,6 @@ traceback, and the result of canary checks appended after the last cell.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil

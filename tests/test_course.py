@@ -17,10 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
     """A copy of the course, released and graded with the sample class, in the grade budget."""
-    copy = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "nbgrader_config.py", copy)
-    shutil.copytree(ROOT / "solutions", copy / "solutions")
-    course.release(copy)
+    copy = course.course_copy(tmp_path_factory.mktemp("course"), course.assignments())
     course.add_sample_class(copy)
     csv, _ = course.grade(copy)
     return copy, pd.read_csv(csv)

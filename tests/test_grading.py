@@ -1,7 +1,6 @@
 """Grading a class is never stopped by one bad submission, and feedback never shows hidden tests."""
 import html as html_module
 import re
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -63,11 +62,7 @@ BAD = {"syntax-error": syntax_error, "endless-loop": endless_loop, "deleted-test
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    copy = tmp_path_factory.mktemp("class")
-    shutil.copy(ROOT / "nbgrader_config.py", copy)
-    (copy / "solutions").mkdir()
-    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, copy / "solutions" / ASSIGNMENT)
-    course.release(copy)
+    copy = course.course_copy(tmp_path_factory.mktemp("class"), [ASSIGNMENT])
     course.add_sample_class(copy)
     solved = copy / "submitted" / "sample-solution" / ASSIGNMENT / NOTEBOOK
     for student, spoil in BAD.items():

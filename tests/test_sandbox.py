@@ -99,11 +99,7 @@ def listener():
 
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory, listener):
-    copy = tmp_path_factory.mktemp("class")
-    shutil.copy(ROOT / "nbgrader_config.py", copy)
-    (copy / "solutions").mkdir()
-    shutil.copytree(ROOT / "solutions" / ASSIGNMENT, copy / "solutions" / ASSIGNMENT)
-    course.release(copy)
+    copy = course.course_copy(tmp_path_factory.mktemp("class"), [ASSIGNMENT])
     course.add_sample_class(copy)
     outside = tmp_path_factory.mktemp("instructor-home")
     (outside / "secret.txt").write_text("instructor's")
