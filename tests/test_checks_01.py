@@ -35,6 +35,24 @@ def test_standardize_wrong_fails(wrong, message):
     fails(checks.check_standardize, wrong, match=message)
 
 
+def test_standardize_in_place_fails():
+    def in_place(X):
+        X -= X.mean(0)
+        X /= X.std(0, correction=0)
+        return X
+
+    fails(checks.check_standardize, in_place, match="in place")
+
+
+def test_pca_centring_in_place_fails():
+    def in_place(X, k):
+        X -= X.mean(0)
+        _, s, vt = torch.linalg.svd(X, full_matrices=False)
+        return vt[:k], (s**2 / (s**2).sum())[:k], X @ vt[:k].T
+
+    fails(checks.check_pca, in_place, match="in place")
+
+
 def test_not_implemented_is_reported():
     def stub(X):
         raise NotImplementedError()
@@ -199,18 +217,59 @@ def test_early_stopping_wrong_fails(improved, stop, message):
 # ------------------------------------------------------------ reconstruction mse
 def test_reconstruction_mse_reference_passes(ref01):
     checks.check_reconstruction_mse(ref01.reconstruction_mse)
-    checks.check_reconstruction_mse(ref01.reconstruction_mse, seed=3, n=64, batch_size=16)
+    checks.check_reconstruction_mse(ref01.reconstruction_mse, seed=3, n=70, batch_size=16)
+
+
+def evaluated(fn):
+    """Wrap a reconstruction_mse body with evaluation mode, no graph and the model's device."""
+    def wrapped(model, loader):
+        model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            return fn(model, [(x.to(device), y) for x, y in loader], loader)
+    return wrapped
+
+
+@pytest.mark.parametrize("style", [
+    evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).sum()) for x, _ in batches)
+              / (len(loader.dataset) * 784)),
+    evaluated(lambda model, batches, loader: float(torch.cat([((model(x) - x) ** 2).flatten() for x, _ in batches]).mean())),
+    evaluated(lambda model, batches, loader: sum(float(nn.functional.mse_loss(model(x), x)) * len(x) for x, _ in batches)
+              / sum(len(x) for x, _ in batches)),
+])
+def test_reconstruction_mse_other_styles_pass(style):
+    checks.check_reconstruction_mse(style)
+    checks.check_reconstruction_mse(style, seed=5, n=70, batch_size=16)
 
 
 def test_reconstruction_mse_wrong_fails():
-    def summed(model, loader):
-        return sum(float(((model(x) - x) ** 2).sum()) for x, _ in loader) / sum(len(x) for x, _ in loader)
+    summed = evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).sum()) for x, _ in batches)
+                       / sum(len(x) for x, _ in batches))
+    batch_sums = evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).mean()) for x, _ in batches))
+    mean_of_batch_means = evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).mean()) for x, _ in batches)
+                                    / len(batches))
+    full_batches_only = evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).sum()) for x, _ in batches)
+                                  / (len(batches) * len(batches[0][0]) * 784))
 
-    def batch_sums(model, loader):
-        return sum(float(((model(x) - x) ** 2).mean()) for x, _ in loader)
+    def training_mode(model, loader):
+        with torch.no_grad():
+            return float(torch.cat([((model(x) - x) ** 2).flatten() for x, _ in loader]).mean())
 
     fails(checks.check_reconstruction_mse, summed, match="summed over pixels")
     fails(checks.check_reconstruction_mse, batch_sums, match="number of batches")
+    fails(checks.check_reconstruction_mse, mean_of_batch_means, match="mean of the per-batch means")
+    fails(checks.check_reconstruction_mse, full_batches_only, match="short last batch")
+    fails(checks.check_reconstruction_mse, training_mode, match="evaluation mode")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (CUDA) to put the model on")
+def test_reconstruction_mse_ignoring_the_device_fails():
+    def cpu_batches(model, loader):
+        model.eval()
+        with torch.no_grad():
+            return float(torch.cat([((model(x) - x) ** 2).flatten() for x, _ in loader]).mean())
+
+    fails(checks.check_reconstruction_mse, cpu_batches, match="raised RuntimeError")
 
 
 # ------------------------------------------------------------ train_autoencoder

@@ -208,6 +208,14 @@ def test_kmeans_wrong_fails():
 
     fails(checks.check_kmeans, sorted_labels, match="labels agree")
 
+    def updates_init_in_place(X, k, init="random", max_iter=100, tol=1e-4, generator=None):
+        centroids, labels, history = lloyd(X, k, init=init, max_iter=max_iter, tol=tol, generator=generator)
+        if isinstance(init, torch.Tensor):
+            init.copy_(centroids)  # as `centroids = init` followed by `centroids[j] = X[labels == j].mean(0)`
+        return centroids, labels, history
+
+    fails(checks.check_kmeans, updates_init_in_place, match="argument `init` in place")
+
 
 def test_kmeans_empty_cluster_wrong_fails():
     fails(checks.check_kmeans_empty_cluster, variant(empty="nan"), match="NaN")
@@ -360,6 +368,22 @@ def test_ood_scores(ref02):
     fails(checks.check_ood_scores, lambda gmm, f: gmm.score_samples(np.asarray(f)), match="return its negative")
     fails(checks.check_ood_scores, lambda gmm, f: -gmm.score(np.asarray(f)), match="NumPy array")
     fails(checks.check_ood_scores, lambda gmm, f: -np.exp(gmm.score_samples(np.asarray(f))), match="negative log-likelihood")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (CUDA) to put the model on")
+def test_loaders_ignoring_the_model_device_fail():
+    def cpu_accuracy(model, loader):
+        model.eval()
+        with torch.no_grad():
+            return float(torch.cat([model(x).argmax(1) == t for x, t in loader]).float().mean())
+
+    def cpu_features(model, loader):
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([model.features(x) for x, _ in loader])
+
+    fails(checks.check_accuracy, cpu_accuracy, match="raised RuntimeError")
+    fails(checks.check_extract_features, cpu_features, match="raised RuntimeError")
 
 
 def pairwise_auroc(inside, outside):

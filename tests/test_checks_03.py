@@ -79,6 +79,22 @@ def test_sgld_wrong_fails(wrong, message):
     fails(checks.check_sgld_sample, wrong, match=message)
 
 
+def test_sgld_updating_x0_in_place_fails():
+    def in_place(energy, x0, n_steps, step_size, noise_std=None, clamp=None):
+        std = math.sqrt(2 * step_size) if noise_std is None else noise_std
+        x = x0.detach()  # shares memory with x0: every update below overwrites the caller's starting points
+        for _ in range(n_steps):
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad(energy(x).sum(), x)
+            x = x.detach()
+            x -= step_size * grad - std * torch.randn_like(x)
+            if clamp is not None:
+                x.clamp_(*clamp)
+        return x.clone()
+
+    fails(checks.check_sgld_sample, in_place, match="in place")
+
+
 def test_sgld_not_implemented_is_reported():
     def stub(energy, x0, n_steps, step_size, noise_std=None, clamp=None):
         raise NotImplementedError()
@@ -369,3 +385,58 @@ def variant_mnist_trainer(ref03, **change):
 def test_mnist_ebm_wrong_fails(ref03, short_checks, change, message):
     fails(checks.check_mnist_ebm, ref03.EnergyCNN, ref03.ReplayBuffer, variant_mnist_trainer(ref03, **change),
           match=message)
+
+
+# ------------------------------------------------------------ compose_energies
+def stacked_style(energies, op="and", alpha=1.0):
+    """Correct, written differently: a class, log K subtracted in OR (a constant), logsumexp by hand with the max."""
+    if op == "not" and len(energies) != 2:
+        raise ValueError("NOT takes [E_base, E_neg]")
+
+    class Composed(torch.nn.Module):
+        def forward(self, x):
+            E = torch.stack([e(x) for e in energies], dim=1)
+            if op == "and":
+                return E.sum(1)
+            if op == "or":
+                m = (-E).max(1, keepdim=True).values
+                return -(m.squeeze(1) + torch.log(torch.exp(-E - m).mean(1)))
+            return E[:, 0] - alpha * E[:, 1]
+
+    return Composed()
+
+
+def make_compose(and_=None, or_=None, not_=None, check_two=True):
+    """The reference with one operation replaced by a wrong formula over the stacked energies E [K, B]."""
+    formulas = {"and": and_ or (lambda E, a: E.sum(0)), "or": or_ or (lambda E, a: -torch.logsumexp(-E, 0)),
+                "not": not_ or (lambda E, a: E[0] - a * E[1])}
+
+    def compose(energies, op="and", alpha=1.0):
+        if check_two and op == "not" and len(energies) != 2:
+            raise ValueError("NOT takes [E_base, E_neg]")
+        return lambda x: formulas[op](torch.stack([e(x) for e in energies]), alpha)
+    return compose
+
+
+def test_compose_energies_reference_and_other_style_pass(ref03):
+    for seed in (0, 1, 2):
+        checks.check_compose_energies(ref03.compose_energies, seed=seed)
+    checks.check_compose_energies(stacked_style, seed=3)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (make_compose(or_=lambda E, a: E.sum(0)), "this is AND"),
+    (make_compose(or_=lambda E, a: E.min(0).values), "minimum of the energies"),
+    (make_compose(or_=lambda E, a: -torch.log(torch.exp(-E).sum(0))), "torch.logsumexp"),
+    (make_compose(or_=lambda E, a: torch.logsumexp(E, 0)), "signs inside logsumexp"),
+    (make_compose(not_=lambda E, a: -a * E[1]), "base energy is missing"),
+    (make_compose(not_=lambda E, a: -a * E[-1], check_two=False), "base energy is missing"),
+    (make_compose(not_=lambda E, a: E[0] - E[1]), "α is ignored"),
+    (make_compose(not_=lambda E, a: E[0] + a * E[1]), "negated energy is added"),
+    (make_compose(and_=lambda E, a: E.mean(0)), "not their mean"),
+    (make_compose(and_=lambda E, a: E[0] + E[1]), "AND is"),
+    (make_compose(or_=lambda E, a: -torch.logsumexp(-E, 0).detach()), "detached"),
+    (make_compose(check_two=False), "ValueError"),
+])
+def test_compose_energies_wrong_fails(wrong, message):
+    fails(checks.check_compose_energies, wrong, match=message)

@@ -7,9 +7,10 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 
 from ..budgets import budget
+from ..runtime import get_device
 from ..data import load_mnist, load_penguins, tensor_loader
-from .common import (as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, max_abs_diff, passed,
-                     silenced)
+from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, max_abs_diff,
+                     non_contiguous, passed, silenced)
 
 PENGUIN_CUMULATIVE = (68.634, 88.087, 97.303, 100.0)  # %, standardized penguins, k = 1..4
 
@@ -28,9 +29,10 @@ def check_standardize(standardize, seed: int = 0, n: int = 20, d: int = 4) -> No
     """``standardize`` must match ``StandardScaler().fit_transform`` (population std) in float64 and float32."""
     X64 = _mixed_scale_data(seed, n, d) * torch.logspace(0, 3, d, dtype=torch.float64)
     expected = torch.from_numpy(StandardScaler().fit_transform(X64.numpy()))
+    # float32 arrives in a non-contiguous layout (as from a transpose or a column slice): `.view` fails on it.
     for dtype in (torch.float64, torch.float32):
-        X = X64.to(dtype)
-        out = as_tensor(call(standardize, X.clone(), what=f"standardize(X) with {dtype}"), "standardize(X)")
+        X = X64.to(dtype) if dtype == torch.float64 else non_contiguous(X64.to(dtype))
+        out = as_tensor(call_unchanged(standardize, X, what=f"standardize(X) with {dtype}"), "standardize(X)")
         expect_shape(out, X.shape, "standardize(X)")
         err = max_abs_diff(out, expected)
         if err < 1e-4:
@@ -45,7 +47,7 @@ def check_standardize(standardize, seed: int = 0, n: int = 20, d: int = 4) -> No
             fail(f"standardized columns should have (population) std 1, got {fmt(out.std(0, correction=0))}: "
                  "divide each column by its own standard deviation (dim=0).")
         fail(f"standardize(X) differs from StandardScaler by up to {err:.3g} ({dtype}).")
-    passed(f"standardize matches scikit-learn's StandardScaler (float64 and float32, n={n}, d={d})")
+    passed(f"standardize matches scikit-learn's StandardScaler (float64 and float32, n={n}, d={d}; input left unchanged)")
 
 
 # -------------------------------------------------------------------------- pca
@@ -87,8 +89,8 @@ def check_pca(pca, seed: int = 0, n: int = 200, d: int = 5, ks=(2,)) -> None:
     ref_ratio = torch.from_numpy(reference.explained_variance_ratio_)
     for dtype in (torch.float64, torch.float32):
         for k in ks:
-            X = X64.to(dtype)
-            components, ratio, projected = _unpack_pca(call(pca, X.clone(), k, what=f"pca(X, {k}) with {dtype}"), n, d, k)
+            X = X64.to(dtype) if dtype == torch.float64 else non_contiguous(X64.to(dtype))
+            components, ratio, projected = _unpack_pca(call_unchanged(pca, X, k, what=f"pca(X, {k}) with {dtype}"), n, d, k)
             tol = 1e-6 if dtype == torch.float64 else 1e-3
             overlap = (components @ ref_components[:k].T).abs().diagonal()
             if overlap.min() < 1 - 1e-3 or max_abs_diff(components.norm(dim=1), torch.ones(k)) > 1e-3:
@@ -192,32 +194,52 @@ def check_early_stopping(EarlyStopping) -> None:
 
 # ------------------------------------------------------------ reconstruction mse
 class _AffineImage(torch.nn.Module):
-    """A fixed 'autoencoder' whose reconstruction error is known in closed form."""
+    """A fixed 'autoencoder' whose reconstruction error is known in closed form; dropout on its output makes a
+    missing ``model.eval()`` visible."""
 
     def __init__(self):
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(0.5))
+        self.drop = torch.nn.Dropout(0.5)
 
     def forward(self, x):
-        return self.scale * x + 0.25
+        return self.drop(self.scale * x + 0.25)
 
 
-def check_reconstruction_mse(reconstruction_mse, seed: int = 0, n: int = 96, batch_size: int = 32) -> None:
-    """The mean over every pixel of every image of ``(model(x) - x)²``."""
+def check_reconstruction_mse(reconstruction_mse, seed: int = 0, n: int = 100, batch_size: int = 32) -> None:
+    """The mean over every pixel of every image of ``(model(x) - x)²``, in evaluation mode, on the model's device.
+
+    ``n`` is not a multiple of ``batch_size``: the short last batch holds blank images whose error differs from
+    the rest, so averaging the per-batch means (or assuming equal batches) gives a visibly different number.
+    """
+    expect(n % batch_size != 0, "check_reconstruction_mse needs a short last batch: n must not be a multiple of batch_size.")
     images = torch.rand(n, 1, 28, 28, generator=generator(seed))
+    images[n - n % batch_size:] = 1.0  # error (0.5·1 + 0.25 − 1)² = 0.0625 each, far from the rest's mean
     labels = torch.zeros(n, dtype=torch.long)
-    model = _AffineImage()
+    model = _AffineImage().to(get_device())  # on a GPU grader: batches must follow the model to its device
+    model.train()
     expected = float(((0.5 * images + 0.25 - images) ** 2).mean())
     got = as_float(call(reconstruction_mse, model, tensor_loader(images, labels, batch_size=batch_size),
                         what="reconstruction_mse(model, loader)"), "reconstruction_mse(...)")
     if abs(got - expected) > 1e-5 * expected:
+        per_image = ((0.5 * images + 0.25 - images) ** 2).flatten(1).mean(1)
+        batch_means = torch.stack([chunk.mean() for chunk in per_image.split(batch_size)])
         if abs(got - expected * 28 * 28) < 1e-3 * expected * 784:
             fail(f"reconstruction_mse returned {got:.5g}, expected {expected:.5g}: you summed over pixels; take the mean.")
-        if abs(got - expected * n / batch_size) < 1e-3 * expected * n:
+        if abs(got - float(batch_means.sum())) < 1e-4 * float(batch_means.sum()):
             fail(f"reconstruction_mse returned {got:.5g}, expected {expected:.5g}: divide by the number of batches "
                  "(or images), not accumulate sums.")
-        fail(f"reconstruction_mse returned {got:.5g}, expected the mean squared error over all pixels {expected:.5g}.")
-    passed("reconstruction_mse: mean squared error over every pixel of the loader")
+        if abs(got - float(batch_means.mean())) < 1e-5 * expected:
+            fail(f"reconstruction_mse returned {got:.5g}, the mean of the per-batch means; expected {expected:.5g}. The "
+                 f"last batch is shorter ({n % batch_size} of {n} images): add up the squared errors (reduction='sum') "
+                 "and divide by the total number of pixels.")
+        padded = expected * n / (batch_size * len(batch_means))
+        if min(abs(got - float(per_image[:n - n % batch_size].mean())), abs(got - padded)) < 1e-5 * expected:
+            fail(f"reconstruction_mse returned {got:.5g}, expected {expected:.5g}: the short last batch was left out "
+                 "or counted as a full one; count the images (or pixels) each batch really has.")
+        fail(f"reconstruction_mse returned {got:.5g}, expected the mean squared error over all pixels {expected:.5g}. "
+             "Put the model in evaluation mode (model.eval()): this model uses dropout.")
+    passed("reconstruction_mse: mean squared error over every pixel of the loader (short last batch, evaluation mode)")
 
 
 # ------------------------------------------------------------ train_autoencoder
@@ -236,6 +258,7 @@ def _expected_stop(val_loss, patience: int, epochs: int) -> int:
 
 def _val_mse(model, images) -> float:
     model.eval()
+    images = images.to(next(model.parameters()).device)  # the student's loop may have moved the model to the GPU
     with torch.no_grad():
         return float(((model(images) - images) ** 2).mean())
 

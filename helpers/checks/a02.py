@@ -15,7 +15,9 @@ from torch.utils._pytree import tree_leaves
 
 from ..budgets import budget
 from ..data import load_fashion_mnist, load_mnist, tensor_loader
-from .common import as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, max_abs_diff, passed
+from ..runtime import get_device
+from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, max_abs_diff,
+                     non_contiguous, passed)
 
 GMM_REG_COVAR = 1e-3  # what the notebook tells students to pass to GaussianMixture
 
@@ -43,7 +45,9 @@ def check_pairwise_sq_dists(pairwise_sq_dists, seed: int = 0, n: int = 300, k: i
     scale = float(x_sq.max() + c_sq.max())
     for dtype, rel in ((torch.float64, 1e-10), (torch.float32, 2e-6)):
         what = f"pairwise_sq_dists(X [{n}, {d}], C [{k}, {d}]) in {dtype}"
-        out = as_tensor(call(pairwise_sq_dists, X64.to(dtype), C64.to(dtype), what=what), what)
+        # float32 comes in a non-contiguous layout (a transpose's): no assumption about memory order.
+        X, C = (X64, C64) if dtype == torch.float64 else (non_contiguous(X64.to(dtype)), non_contiguous(C64.to(dtype)))
+        out = as_tensor(call_unchanged(pairwise_sq_dists, X, C, what=what), what)
         if n != k and tuple(out.shape) == (k, n):
             fail(f"{what} has shape {(k, n)}: it is transposed; row i should hold the distances of point i to every centroid.")
         expect_shape(out, (n, k), what)
@@ -205,7 +209,7 @@ def check_class_mean_centroids(class_mean_centroids, seed: int = 0, n: int = 200
     expected = torch.stack([X64[y == j].mean(0) for j in range(k)])
     for dtype in (torch.float64, torch.float32):
         what = f"class_mean_centroids(X [{n}, {d}], y, {k}) in {dtype}"
-        out = as_tensor(call(class_mean_centroids, X64.to(dtype), y.clone(), k, what=what), what)
+        out = as_tensor(call_unchanged(class_mean_centroids, X64.to(dtype), y.clone(), k, what=what), what)
         expect_shape(out, (k, d), what)
         expect(out.dtype == dtype, f"{what} returned {out.dtype}: keep the dtype of X.")
         if max_abs_diff(out, expected) <= (1e-10 if dtype == torch.float64 else 1e-5) * 10:
@@ -264,7 +268,7 @@ def check_kmeans(kmeans, seed: int = 0, n: int = 600, d: int = 5, k: int = 4) ->
     for dtype, rel in ((torch.float64, 1e-8), (torch.float32, 1e-4)):
         what = f"kmeans(X [{n}, {d}], {k}, init=C0, max_iter=500, tol=1e-6) in {dtype}"
         centroids, labels, history = _unpack_kmeans(
-            call(kmeans, X64.to(dtype), k, init=C0.to(dtype).clone(), max_iter=500, tol=1e-6, what=what), n, k, d, what)
+            call_unchanged(kmeans, X64.to(dtype), k, init=C0.to(dtype).clone(), max_iter=500, tol=1e-6, what=what), n, k, d, what)
         expect(centroids.dtype == dtype, f"{what} returned {centroids.dtype} centroids: keep the dtype of X.")
         _expect_non_increasing(history, what, rel)
         order = _matched(centroids, ref_centres)
@@ -450,7 +454,7 @@ def check_accuracy(accuracy, seed: int = 0, n: int = 250, batch_size: int = 64) 
     wrong = torch.arange(n - n % batch_size - 20, n)  # mistakes pile up in the short last batch
     labels[wrong] = (labels[wrong] + 1) % 10
     expected = float((predicted == labels).double().mean())
-    model.train()
+    model.train().to(get_device())  # on a GPU grader: batches must follow the model to its device
     got = as_float(call(accuracy, model, tensor_loader(images, labels, batch_size=batch_size), what="accuracy(model, loader)"),
                    "accuracy(...)")
     if abs(got - expected) > 1e-9:
@@ -473,7 +477,7 @@ def check_extract_features(extract_features, seed: int = 0, n: int = 150, batch_
     model.eval()
     with torch.no_grad():
         expected = model.features(images)
-    model.train()
+    model.train().to(get_device())  # on a GPU grader: batches must follow the model to its device
     out = call(extract_features, model, tensor_loader(images, torch.zeros(n, dtype=torch.long), batch_size=batch_size),
                what="extract_features(model, loader)")
     if isinstance(out, torch.Tensor):
@@ -508,9 +512,10 @@ def _trained_classifier(MLP, train_classifier, seed: int):
 
 def _test_accuracy(model) -> float:
     images, labels = load_mnist("test")
+    device = next(model.parameters()).device  # the student's loop may have moved the model to the GPU
     model.eval()
     with torch.no_grad():
-        return float(torch.cat([model(x).argmax(1) for x in images.split(2000)]).eq(labels).double().mean())
+        return float(torch.cat([model(x.to(device)).argmax(1).cpu() for x in images.split(2000)]).eq(labels).double().mean())
 
 
 def check_train_classifier(train_classifier, MLP, seed: int = 0, min_accuracy: float = 0.88) -> None:
@@ -548,9 +553,9 @@ def check_fit_gmm(fit_gmm, seed: int = 0, n: int = 900, d: int = 4, components: 
     features = _mixture_data(seed, n, d, components)
     data = features.double().numpy()
     reference = GaussianMixture(components, covariance_type="full", reg_covar=GMM_REG_COVAR, random_state=seed).fit(data)
-    for n_components in (1, components):
-        what = f"fit_gmm(features [{n}, {d}] tensor, {n_components}, seed={seed})"
-        gmm = call(fit_gmm, features.clone(), n_components, seed=seed, what=what)
+    for n_components, given in ((1, features.clone()), (components, non_contiguous(features.double()))):
+        what = f"fit_gmm(features [{n}, {d}] {given.dtype} tensor, {n_components}, seed={seed})"
+        gmm = call_unchanged(fit_gmm, given, n_components, seed=seed, what=what)
         expect(isinstance(gmm, GaussianMixture), f"{what} should return a fitted sklearn.mixture.GaussianMixture, got "
                                                  f"{type(gmm).__name__}.")
         expect(hasattr(gmm, "means_"), f"{what} returned a GaussianMixture that was not fitted: call .fit(features).")
@@ -575,10 +580,12 @@ def check_ood_scores(ood_scores, seed: int = 0) -> None:
     gmm = GaussianMixture(2, covariance_type="full", random_state=seed).fit(features.double().numpy())
     probe = torch.cat([features[:40], features[:40] + 30])
     expected = -gmm.score_samples(probe.double().numpy())
-    out = call(ood_scores, gmm, probe.clone(), what="ood_scores(gmm, features)")
-    expect(isinstance(out, (np.ndarray, torch.Tensor)), f"ood_scores should return a NumPy array, got {type(out).__name__}.")
-    out = as_tensor(out, "ood_scores(...)").double()
-    expect_shape(out, (80,), "ood_scores(gmm, features [80, 3])")
+    outs = [call(ood_scores, gmm, given, what=f"ood_scores(gmm, features) on {given.dtype} features")
+            for given in (probe.clone(), probe.double())]
+    for out in outs:
+        expect(isinstance(out, (np.ndarray, torch.Tensor)), f"ood_scores should return a NumPy array, got {type(out).__name__}.")
+        expect_shape(as_tensor(out, "ood_scores(...)"), (80,), "ood_scores(gmm, features [80, 3])")
+    out = as_tensor(outs[0], "ood_scores(...)").double()
     if max_abs_diff(out, expected) > 1e-6 * float(np.abs(expected).max()):
         if max_abs_diff(out, -expected) < 1e-6 * float(np.abs(expected).max()):
             fail("ood_scores returned the log-likelihood; the score must be *higher* for out-of-distribution samples: "

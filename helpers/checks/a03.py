@@ -17,7 +17,8 @@ from sklearn.metrics import roc_auc_score
 
 from ..budgets import budget
 from ..data import load_mnist
-from .common import as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, max_abs_diff, passed
+from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, max_abs_diff,
+                     passed, silenced)
 
 MODES = ((2.5, 2.5), (-2.5, -2.5))  # the two unit Gaussians of the 2-D data
 MNIST_MIN_AUROC = 0.99  # measured: 1.000 on every seed after the check's training
@@ -93,7 +94,7 @@ def _chain_law(x0, mu, sigma, step, noise_std, n_steps):
 
 
 def _run_sampler(sgld_sample, energy, x0, what, **kwargs):
-    out = call(sgld_sample, energy, x0.clone(), what=what, **kwargs)
+    out = call_unchanged(sgld_sample, energy, x0, what=what, **kwargs)
     out = out if isinstance(out, torch.Tensor) else as_tensor(out, what)
     expect(not out.requires_grad, f"{what} returns a tensor that still requires grad: return x.detach().")
     out = as_tensor(out, what)
@@ -375,7 +376,7 @@ def check_train_ebm(train_ebm, seed: int = 0, n: int = 400) -> None:
     model = LearnableGaussian()
     _, samples = _train(train_ebm, model, data, "train_ebm(gaussian energy, data, n_iters=300, chain_length=10)",
                         n_iters=300, chain_length=10, init="persistent", step_size=0.1, lr=0.05, generator=generator(seed))
-    centre, scale = model.centre.detach().double(), float(torch.exp(model.log_scale.detach()))
+    centre, scale = model.centre.detach().cpu().double(), float(torch.exp(model.log_scale.detach()))
     target_centre, target_scale = data.double().mean(0), float(data.double().std(0).mean())
     if max_abs_diff(centre, target_centre) > 0.35 or abs(scale / target_scale - 1) > 0.2:
         hint = ("the centre moved *away* from the data: minimise mean E(data) − mean E(samples), not the reverse"
@@ -439,7 +440,7 @@ def check_trained_ebm_2d(train_ebm, sgld_sample, seed: int = 0) -> None:
     tolerances = dict(mean_tol=0.6, spread_range=(0.6, 1.6))
     chain_share = _expect_modes(chains, "the persistent chains after training", 0.25, 0.75, **tolerances)
     torch.manual_seed(seed)
-    x0 = 5 * torch.randn(1000, 2, generator=g)
+    x0 = (5 * torch.randn(1000, 2, generator=g)).to(next(energy.parameters()).device)  # the loop may have moved it
     fresh = as_tensor(call(sgld_sample, energy, x0, 500, 0.1, what="sgld_sample(trained energy, noise, 500, 0.1)"),
                       "fresh samples").to(torch.float64)
     fresh_share = _expect_modes(fresh, "500-step chains started from noise on the trained energy", 0.03, 0.97, **tolerances)
@@ -593,3 +594,110 @@ def check_mnist_ebm(EnergyCNN, ReplayBuffer, train_mnist_ebm, seed: int = 0) -> 
               "and take an optimiser step on ebm_loss?"))
     passed(f"MNIST EBM: real test digits vs uniform noise, energy AUROC {auroc:.3f}, gap {gap:.2f}")
 
+
+
+# ------------------------------------------------------------- composition
+def _composition_energies():
+    """Three Gaussian energies with different centres and widths, [B, 2] -> [B]."""
+    return [GaussianEnergy([2.0, 1.0], [1.0, 0.5]), GaussianEnergy([-1.0, 0.5], [0.7, 1.5]),
+            GaussianEnergy([0.5, -2.0], [1.2, 1.0])]
+
+
+def _composed(compose_energies, energies, op, x, what, **kwargs):
+    """The composed energy of x (float64 [B]) and its gradient in x, after the usual checks on the output."""
+    composed = call(compose_energies, energies, op, what=what, **kwargs)
+    expect(callable(composed), f"{what} should return a function x -> energies [B], got {type(composed).__name__}.")
+    x = x.clone().requires_grad_(True)
+    out = call(composed, x, what=f"{what}(x)")
+    expect(isinstance(out, torch.Tensor), f"{what}(x) should return a tensor, got {type(out).__name__}.")
+    expect_shape(out, (len(x),), f"{what}(x) for x of shape {tuple(x.shape)}")
+    expect(out.dtype == x.dtype, f"{what}(x) returned {out.dtype} for {x.dtype} input: keep the dtype.")
+    expect(bool(torch.isfinite(out).all()),
+           f"{what}(x) returned inf or NaN for energies of a few thousand"
+           + (": exp(−E) underflows to 0 (or overflows); compute −log Σ exp(−Eᵢ) with torch.logsumexp." if op == "or"
+              else "."))
+    expect(out.requires_grad, f"{what}(x) is detached from x: sgld_sample needs its gradient ∇ₓE (no .item(), "
+                              ".detach() or NumPy inside).")
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    return out.detach().double(), grad.double()
+
+
+_COMPOSITIONS = {  # op -> (energies used, keyword arguments, closed form from the stacked energies [K, B])
+    "and": lambda E, alpha: E.sum(0),
+    "or": lambda E, alpha: -torch.logsumexp(-E, 0),
+    "not": lambda E, alpha: E[0] - alpha * E[1],
+}
+
+
+def _diagnose_composition(got, x, values, op, alpha) -> str:
+    """Name the likely mistake: which plausible wrong formula ``got`` matches (up to a constant)."""
+    candidates = {
+        "or": {"this is AND (the sum of the energies); OR is the mixture −log Σᵢ exp(−Eᵢ)": values.sum(0),
+               "this is the minimum of the energies, which is only the zero-temperature limit of OR; use "
+               "−torch.logsumexp(−E, dim=0)": values.min(0).values,
+               "the signs inside logsumexp are wrong: OR is −logsumexp(−Eᵢ), not logsumexp(Eᵢ)": torch.logsumexp(values, 0),
+               "the result is missing its minus sign: OR is −logsumexp(−Eᵢ)": torch.logsumexp(-values, 0)},
+        "not": {"the base energy is missing: NOT is E_base − α·E_neg (−α·E_neg alone has no minimum)": -alpha * values[1],
+                "α is ignored": values[0] - values[1],
+                "the negated energy is added; NOT subtracts it: E_base − α·E_neg": values[0] + alpha * values[1],
+                "the roles are swapped: the first energy is the base, the second the one negated":
+                    values[1] - alpha * values[0]},
+        "and": {"AND is the sum of the energies (product of the densities), not their mean": values.mean(0)},
+    }[op]
+    for cause, value in candidates.items():
+        if _equal_up_to_constant(got, value):
+            return cause
+    return {"and": "AND is Σᵢ Eᵢ(x)", "or": "OR is −logsumexp over i of −Eᵢ(x)",
+            "not": "NOT is E_base(x) − alpha·E_neg(x)"}[op]
+
+
+def _equal_up_to_constant(a, b, tol: float = 1e-6) -> bool:
+    diff = a.double() - b.double()
+    return bool((diff - diff.mean()).abs().max() <= tol * (1 + float(b.double().abs().max() - b.double().abs().min())))
+
+
+def check_compose_energies(compose_energies, seed: int = 0, n: int = 64) -> None:
+    """AND = Σ Eᵢ, OR = −logsumexp(−Eᵢ) (stable), NOT = E_base − α·E_neg, each compared with the closed form
+    (values up to an additive constant, which changes no distribution, and gradients in x), for 2 and 3 energies,
+    float32 and float64, with energies shifted by ±3000 where a naive exp/log overflows; NOT without exactly two
+    energies must raise a ValueError."""
+    g = generator(seed)
+    base = _composition_energies()
+    for dtype in (torch.float64, torch.float32):
+        x = (2 * torch.randn(n, 2, generator=g, dtype=torch.float64)).to(dtype)
+        for shift in (0.0, 3000.0, -3000.0):
+            energies = [lambda v, e=e, shift=shift: e(v) + shift for e in base]
+            cases = [("and", energies, 1.0), ("and", energies[:2], 1.0), ("or", energies, 1.0), ("or", energies[:2], 1.0),
+                     ("not", energies[:2], 1.0), ("not", energies[1:], 0.5)]
+            for op, chosen, alpha in cases:
+                if shift and op != "or":
+                    continue  # only OR exponentiates the energies
+                kwargs = {"alpha": alpha} if alpha != 1.0 else {}
+                args = ", ".join([f"[{len(chosen)} energies]", repr(op)] + [f"alpha={alpha}" for _ in kwargs])
+                what = f"compose_energies({args})" + (f" (energies shifted by {shift:+.0f})" if shift else "")
+                got, grad = _composed(compose_energies, chosen, op, x, what, **kwargs)
+                x64 = x.double().requires_grad_(True)
+                values = torch.stack([e(x64) for e in chosen])
+                expected = _COMPOSITIONS[op](values, alpha)
+                (expected_grad,) = torch.autograd.grad(expected.sum(), x64)
+                tol = 1e-9 if dtype == torch.float64 else 2e-4
+                if not _equal_up_to_constant(got, expected.detach(), tol if not shift else tol + 1e-6):
+                    fail(f"{what}(x) is not the expected composed energy (up to a constant): "
+                         f"{_diagnose_composition(got, x64, values.detach(), op, alpha)}.")
+                scale = 1 + float(expected_grad.abs().max())
+                expect(max_abs_diff(grad, expected_grad) <= tol * scale * 10,
+                       f"{what}: the gradient in x differs from that of the closed form by up to "
+                       f"{max_abs_diff(grad, expected_grad):.3g}; Langevin sampling follows this gradient.")
+    for chosen in (base[:1], base):
+        try:
+            with silenced():
+                compose_energies(chosen, "not")
+        except ValueError:
+            continue
+        except Exception as error:
+            fail(f"compose_energies([{len(chosen)} energies], 'not') raised {type(error).__name__}: {error}; raise a "
+                 "ValueError saying that NOT needs exactly two energies (a base and the one to negate).")
+        fail(f"compose_energies([{len(chosen)} energies], 'not') should raise a ValueError: NOT needs exactly two "
+             "energies, the base E_base and the energy to negate (−α·E alone has no minimum: chains run off to infinity).")
+    passed("compose_energies: AND = ΣEᵢ, OR = −logsumexp(−Eᵢ) (stable at ±3000), NOT = E_base − α·E_neg; values and "
+           "gradients, float32 and float64; NOT needs exactly two energies")

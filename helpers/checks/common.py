@@ -163,3 +163,27 @@ def fmt(values, digits: int = 4) -> str:
 
 def generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
+
+
+def non_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """The same values as ``x`` in a non-contiguous (column-major) layout, as a transpose or a slice gives them.
+
+    Code that calls ``.view`` on its input, or assumes row-major memory, fails on it.
+    """
+    if x.dim() < 2:
+        return torch.stack([x, x], 1)[:, 0]
+    return x.transpose(0, -1).contiguous().transpose(0, -1)
+
+
+def call_unchanged(fn, *args, what: str, **kwargs):
+    """``call`` that also fails when ``fn`` modified one of its tensor arguments in place (``X -= mean``, or
+    updating ``centroids = init`` row by row): the notebook reuses its data after the call."""
+    given = {**{f"argument number {i + 1}": a for i, a in enumerate(args)}, **{f"argument `{k}`": v for k, v in kwargs.items()}}
+    copies = {name: a.clone() for name, a in given.items() if isinstance(a, torch.Tensor)}
+    result = call(fn, *args, what=what, **kwargs)
+    for name, copy in copies.items():
+        if not torch.equal(given[name], copy):
+            fail(f"{what} changed its {name} in place (e.g. `X -= X.mean(0)`, or `centroids = init` then "
+                 "`centroids[j] = ...`): the caller's data are corrupted. Work on a new tensor (X = X - X.mean(0)) or "
+                 "a copy (init.clone()).")
+    return result
