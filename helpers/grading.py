@@ -279,15 +279,14 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
             try:
                 result = future.result()
             except Exception as error:  # the job itself broke (worker lost, kernel never started): 0, and said so
-                outcome.problems.append(f"{student} / {assignment}: execution failed ({type(error).__name__}: "
+                outcome.problems.append(f"{student} / {assignment}: {name} could not be run ({type(error).__name__}: "
                                         f"{str(error)[:200]}), scored 0")
-                expected[student, assignment] -= 1
-                continue
-            nb, reasons, checks_disarmed = _review(result)
-            nbformat.write(nb, folder / name)
-            runtime[student, assignment] += reasons
-            disarmed[student, assignment] |= checks_disarmed
-            outcome.timings.append((student, assignment, result.seconds, result.host))
+            else:
+                nb, reasons, checks_disarmed = _review(result)
+                nbformat.write(nb, folder / name)
+                runtime[student, assignment] += reasons
+                disarmed[student, assignment] |= checks_disarmed
+                outcome.timings.append((student, assignment, result.seconds, result.host))
             expected[student, assignment] -= 1
             if expected[student, assignment] == 0:
                 _record(course, recorder, student, assignment, outcome, log_dir,
