@@ -17,6 +17,7 @@ KEEP = ("standardize", "test_standardize", "written_pca")
 
 def short_course(folder: Path) -> Path:
     """Write the course directory into ``folder`` and release it; return ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "nbgrader_config.py").write_bytes((ROOT / "nbgrader_config.py").read_bytes())
     nb = nbformat.read(ROOT / "solutions" / ASSIGNMENT / NOTEBOOK, as_version=4)
     ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
@@ -45,3 +46,38 @@ def scores(folder: Path) -> dict[str, float]:
 
     with Gradebook(f"sqlite:///{folder / 'gradebook.db'}") as gradebook:
         return {s.student.id: s.score for s in gradebook.assignment_submissions(ASSIGNMENT)}
+
+
+COURSE_ID = "ull"
+
+
+def exchange(*args: str, cwd: Path, root: Path) -> str:
+    """One nbgrader exchange command, as the instructor (in the course) or a student (in their home)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    run = subprocess.run([sys.executable, "-m", "nbgrader", *args, f"--Exchange.root={root}",
+                          f"--CourseDirectory.course_id={COURSE_ID}"], cwd=cwd, env=env, text=True, capture_output=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout + run.stderr
+
+
+def hub_round_trip(folder: Path) -> tuple[Path, list[str]]:
+    """release_assignment → fetch_assignment → submit → collect → autograde (see conftest.hub_course)."""
+    course_dir = short_course(folder / "course")
+    root = folder / "exchange"
+    root.mkdir()
+    logs = [exchange("release_assignment", ASSIGNMENT, cwd=course_dir, root=root)]
+    for student, nb in (("alice", solved(course_dir)), ("bob", None)):
+        home = folder / "home" / student
+        home.mkdir(parents=True)
+        logs.append(exchange("fetch_assignment", ASSIGNMENT, cwd=home, root=root))
+        if nb is not None:
+            nbformat.write(nb, home / ASSIGNMENT / NOTEBOOK)
+        # On a hub each student is an OS user, whose name nbgrader takes; here one user plays both.
+        logs.append(exchange("submit", ASSIGNMENT, f"--student={student}", cwd=home, root=root))
+    logs.append(exchange("collect", ASSIGNMENT, cwd=course_dir, root=root))
+    course.nbgrader("autograde", ASSIGNMENT, "--force", course=course_dir)
+    return course_dir, logs
