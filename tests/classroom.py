@@ -31,10 +31,28 @@ def short_course(folder: Path) -> Path:
     return folder
 
 
+def without_markers(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The filled-in answers as a student would write them: without nbgrader's solution markers."""
+    for cell in nb.cells:
+        cell.source = "\n".join(line for line in cell.source.splitlines() if "### BEGIN" not in line and "### END" not in line)
+    return nb
+
+
+def student_env(**extra) -> dict:
+    """A student's shell: this environment's packages (COURSE_VENV), nothing of this repository on the path."""
+    import os
+    import sys
+
+    from helpers import data
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JUPYTER_CONFIG_PATH")}
+    return dict(env, COURSE_VENV=sys.prefix, COURSE_DATA_DIR=str(data.data_dir()), COURSE_BUDGET="grade", **extra)
+
+
 def solved(folder: Path, written: str = "PC1 is overall size.") -> nbformat.NotebookNode:
     """The short release with the reference code filled in and ``written`` as the written answer."""
     nb = course._solved_release(folder / "solutions" / ASSIGNMENT / NOTEBOOK, folder / "notebooks" / ASSIGNMENT / NOTEBOOK)
-    for cell in nb.cells:
+    for cell in without_markers(nb).cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "written_pca":
             cell.source = written
     return nb

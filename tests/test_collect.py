@@ -49,7 +49,7 @@ def files(course_dir):
     """The export's files: (name in the export, time, content), named as each LMS names them."""
     nb = solved(course_dir)
     old = solved(course_dir, written="an older attempt")
-    stub = f"01_pca_autoencoders"
+    stub = ASSIGNMENT
     return {
         "moodle": [
             (f"Jane Doe_1001_assignsubmission_file_/{stub}-handin.zip", LATER, handin_zip(nb)),

@@ -4,14 +4,15 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from helpers import course, data, edition
+from classroom import student_env
+
+from helpers import course, edition
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/01_pca_autoencoders/01_pca_autoencoders.ipynb"
@@ -108,12 +109,6 @@ def student_copy(built, tmp_path_factory):
     run = subprocess.run(["./course", "setup"], cwd=folder, env=env, text=True, capture_output=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     return folder
-
-
-def student_env(**extra) -> dict:
-    """The student's shell: this environment's packages, but nothing of this repository on the path."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "JUPYTER_CONFIG_PATH")}
-    return dict(env, COURSE_VENV=sys.prefix, COURSE_DATA_DIR=str(data.data_dir()), COURSE_BUDGET="grade", **extra)
 
 
 @pytest.mark.skipif(not (shutil.which("xelatex") and shutil.which("pandoc")) and not os.environ.get("CI"),
