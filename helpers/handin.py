@@ -27,8 +27,8 @@ from .feedback import is_test_cell
 AUTOMATED_RUN_ENV = "COURSE_HANDIN_RUN"  # set inside the re-run (and by tools) so the hand-in cell does not recurse
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 PDF_TOOLS_HELP = """PDF export needs XeLaTeX and pandoc, which are not Python packages:
-  Debian/Ubuntu: sudo apt-get install --no-install-recommends texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc
-  macOS (Homebrew): brew install --cask mactex-no-gui && brew install pandoc
+  Debian/Ubuntu: sudo apt-get install --no-install-recommends texlive-xetex texlive-fonts-recommended texlive-plain-generic fonts-dejavu-core pandoc
+  macOS (Homebrew): brew install --cask mactex-no-gui font-dejavu && brew install pandoc
   conda: conda install -c conda-forge pandoc texlive-core   (or install TeX Live from tug.org)
 Then run the hand-in again."""
 
