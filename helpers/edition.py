@@ -17,6 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import nbformat
 import yaml
 
 COURSE = Path(__file__).resolve().parents[1]
@@ -48,8 +49,19 @@ def student_environment(course: Path = COURSE) -> str:
 
 
 def _ignore(folder, names):
-    return [n for n in names if n in ("__pycache__", ".ipynb_checkpoints") or n.endswith((".pyc", "-handin.zip"))
-            or ".before-release-" in n]
+    return [n for n in names if n in ("__pycache__", ".ipynb_checkpoints") or n.endswith(".pyc")]
+
+
+def release_notebooks(course: Path = COURSE) -> list[Path]:
+    """The released notebooks, refusing any that someone has run: their outputs may hold answers."""
+    notebooks = sorted(p for p in (course / "notebooks").glob("*/*.ipynb") if ".before-release-" not in p.name)
+    run = [str(p.relative_to(course)) for p in notebooks
+           if any(c.get("outputs") or c.get("execution_count") for c in nbformat.read(p, as_version=4).cells
+                  if c.cell_type == "code")]
+    if run:
+        raise SystemExit(f"{', '.join(run)} carry outputs from a run: `./kit release` writes clean ones "
+                         "(a run notebook is kept aside), then build the edition again.")
+    return notebooks
 
 
 def build(out: Path | None = None, course: Path = COURSE) -> Path:
@@ -58,7 +70,9 @@ def build(out: Path | None = None, course: Path = COURSE) -> Path:
     target = out / f"{NAME}-student"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(course / "edition", target)
-    shutil.copytree(course / "notebooks", target / "notebooks", ignore=_ignore)
+    for notebook in release_notebooks(course):  # only the notebooks: no checkpoints or models from a run
+        (target / notebook.relative_to(course)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(notebook, target / notebook.relative_to(course))
     (target / "helpers").mkdir()
     for name in STUDENT_MODULES:
         source = course / "helpers" / name

@@ -125,3 +125,14 @@ def test_edition_hands_in_a_notebook_from_a_clean_copy(student_copy):
     outputs = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "✔" in outputs and "budget 'grade'" in outputs
     assert f"helpers from {student_copy / 'helpers'}" in outputs  # the edition's, not this repository's
+
+
+def test_a_release_notebook_with_outputs_is_refused(tmp_path):
+    course_copy = tmp_path / "course"
+    shutil.copytree(ROOT / "notebooks", course_copy / "notebooks")
+    path = course_copy / NOTEBOOK
+    nb = nbformat.read(path, as_version=4)
+    next(c for c in nb.cells if c.cell_type == "code").outputs = [nbformat.v4.new_output("stream", text="my answer")]
+    nbformat.write(nb, path)
+    with pytest.raises(SystemExit, match="carry outputs from a run"):
+        edition.release_notebooks(course_copy)
