@@ -11,6 +11,7 @@ holding the executed ``<name>.ipynb`` and ``<name>.pdf``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -105,7 +106,10 @@ def export_pdf(nb, target: Path) -> Path:
     from nbconvert import PDFExporter
 
     # handin.tex.j2: the check marks in a font that has them, and no \maketitle (the first heading is the title).
-    exporter = PDFExporter(template_file=str(Path(__file__).with_name("handin.tex.j2")))
+    # Its log only at errors: nbconvert warns "bibtex had problems" for every notebook without citations.
+    quiet = logging.getLogger(f"{__name__}.nbconvert")
+    quiet.setLevel(logging.ERROR)
+    exporter = PDFExporter(template_file=str(Path(__file__).with_name("handin.tex.j2")), log=quiet)
     exporter.verbose = False
     try:
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": target.stem}})

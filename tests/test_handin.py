@@ -34,7 +34,7 @@ def student_dir(tmp_path, monkeypatch):
 
 
 @needs_tex
-def test_hand_in_writes_archive_with_notebook_and_pdf(student_dir, capfd):
+def test_hand_in_writes_archive_with_notebook_and_pdf(student_dir, capfd, caplog):
     nb = solved_release()
     written = next(c for c in nb.cells if grading_id(c) == "written_pca")
     written.source = "My own answer: the first component is quokka-sized body mass 4242."
@@ -48,6 +48,7 @@ def test_hand_in_writes_archive_with_notebook_and_pdf(student_dir, capfd):
     out, err = capfd.readouterr()  # file descriptors: the kernel's own log would go to the terminal
     assert "visible checks passed: 8/8" in out and "still empty: 0" in out
     assert "encryption" not in out + err and "Kernel" not in err
+    assert not [r for r in caplog.records if "bibtex" in r.getMessage()]  # nbconvert's noise stays out too
     with zipfile.ZipFile(archive) as bundle:
         assert sorted(bundle.namelist()) == sorted([NAME, NAME.replace(".ipynb", ".pdf")])
         assert {info.external_attr >> 16 for info in bundle.infolist()} == {0o644}
