@@ -4,8 +4,9 @@ c = get_config()  # noqa: F821 (provided by nbgrader)
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "notebooks"
 # Every assignment folder under solutions/ is released as it is: notebooks only,
-# no data or checkpoints copied alongside.
-c.CourseDirectory.include = ["*.ipynb"]
+# no data or checkpoints copied alongside. timestamp.txt is the submission time that
+# `nbgrader collect` (JupyterHub's exchange) and `./kit collect` keep for late penalties.
+c.CourseDirectory.include = ["*.ipynb", "timestamp.txt"]
 
 # Per-cell limit when autograding. The `grade` budget keeps every cell under
 # ~20 s on a 2-core CPU; a cell that runs past this (an endless loop in a

@@ -11,10 +11,12 @@ holding the executed ``<name>.ipynb`` and ``<name>.pdf``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,8 @@ from .feedback import is_test_cell
 AUTOMATED_RUN_ENV = "COURSE_HANDIN_RUN"  # set inside the re-run (and by tools) so the hand-in cell does not recurse
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 PDF_TOOLS_HELP = """PDF export needs XeLaTeX and pandoc, which are not Python packages:
-  Debian/Ubuntu: sudo apt-get install --no-install-recommends texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc
-  macOS (Homebrew): brew install --cask mactex-no-gui && brew install pandoc
+  Debian/Ubuntu: sudo apt-get install --no-install-recommends texlive-xetex texlive-fonts-recommended texlive-plain-generic fonts-dejavu-core pandoc
+  macOS (Homebrew): brew install --cask mactex-no-gui font-dejavu && brew install pandoc
   conda: conda install -c conda-forge pandoc texlive-core   (or install TeX Live from tug.org)
 Then run the hand-in again."""
 
@@ -62,7 +64,10 @@ def execute(path: Path, timeout: int = 1800):
         previous = os.environ.get(AUTOMATED_RUN_ENV)
         os.environ[AUTOMATED_RUN_ENV] = "1"
         try:
+            # The kernel's own log (e.g. "running over TCP without encryption") would land in the
+            # student's terminal: only its errors are worth showing there.
             NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                           extra_arguments=["--IPKernelApp.log_level=ERROR"],
                            resources={"metadata": {"path": str(scratch)}}).execute()
         finally:
             if previous is None:
@@ -100,13 +105,11 @@ def export_pdf(nb, target: Path) -> Path:
         raise HandInError(f"cannot make the PDF: {' and '.join(missing)} not found.\n{PDF_TOOLS_HELP}")
     from nbconvert import PDFExporter
 
-    if not nb.metadata.get("title"):
-        # The PDF's title: the notebook's first heading rather than its file name.
-        heading = next((line.lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"
-                        for line in c.source.splitlines() if line.startswith("# ")), None)
-        if heading:
-            nb = nbformat.from_dict({**nb, "metadata": {**nb.metadata, "title": heading}})
-    exporter = PDFExporter()
+    # handin.tex.j2: the check marks in a font that has them, and no \maketitle (the first heading is the title).
+    # Its log only at errors: nbconvert warns "bibtex had problems" for every notebook without citations.
+    quiet = logging.getLogger(f"{__name__}.nbconvert")
+    quiet.setLevel(logging.ERROR)
+    exporter = PDFExporter(template_file=str(Path(__file__).with_name("handin.tex.j2")), log=quiet)
     exporter.verbose = False
     try:
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": target.stem}})
@@ -115,6 +118,14 @@ def export_pdf(nb, target: Path) -> Path:
                           "A LaTeX error usually points at a markdown cell with a broken equation: fix it, then hand in again.") from error
     target.write_bytes(body)
     return target
+
+
+def _add(bundle: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """Store a file readable by everyone once unpacked (``writestr`` alone gives mode 600)."""
+    info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    bundle.writestr(info, data)
 
 
 def report(items: list[Item]) -> str:
@@ -153,8 +164,8 @@ def hand_in(notebook: str | os.PathLike, timeout: int = 1800) -> Path | None:
         pdf = export_pdf(executed, Path(tmp) / f"{path.stem}.pdf")
         archive = path.with_name(f"{path.stem}-handin.zip")
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
-            bundle.writestr(path.name, nbformat.writes(executed))
-            bundle.write(pdf, pdf.name)
+            _add(bundle, path.name, nbformat.writes(executed).encode())
+            _add(bundle, pdf.name, pdf.read_bytes())
     print(f"\nWrote {archive} ({archive.stat().st_size / 1e6:.1f} MB): {path.name} as run just now, and {pdf.name}. "
           "Hand in this archive.")
     return archive

@@ -58,3 +58,16 @@ def ref03():
 @pytest.fixture(scope="session")
 def ref04():
     return reference_answers("04")
+
+
+@pytest.fixture(scope="session")
+def hub_course(tmp_path_factory):
+    """The short course through nbgrader's exchange as a JupyterHub runs it, then autograded.
+
+    The instructor releases into a local exchange directory; alice (the reference answers) and bob
+    (the untouched release) fetch and submit from their own home folders; the instructor collects.
+    Returns the course directory and the exchange's command outputs.
+    """
+    from classroom import hub_round_trip
+
+    return hub_round_trip(tmp_path_factory.mktemp("hub"))

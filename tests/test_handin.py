@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from pdf_text import normalise, pdf_text_and_images
+from pdf_text import letters, normalise, pdf_text_and_images
 
 from helpers import course, handin
 
@@ -34,7 +34,7 @@ def student_dir(tmp_path, monkeypatch):
 
 
 @needs_tex
-def test_hand_in_writes_archive_with_notebook_and_pdf(student_dir, capsys):
+def test_hand_in_writes_archive_with_notebook_and_pdf(student_dir, capfd, caplog):
     nb = solved_release()
     written = next(c for c in nb.cells if grading_id(c) == "written_pca")
     written.source = "My own answer: the first component is quokka-sized body mass 4242."
@@ -45,15 +45,21 @@ def test_hand_in_writes_archive_with_notebook_and_pdf(student_dir, capsys):
     archive = handin.hand_in(path)
 
     assert path.read_bytes() == before  # never modified
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()  # file descriptors: the kernel's own log would go to the terminal
     assert "visible checks passed: 8/8" in out and "still empty: 0" in out
+    assert "encryption" not in out + err and "Kernel" not in err
+    assert not [r for r in caplog.records if "bibtex" in r.getMessage()]  # nbconvert's noise stays out too
     with zipfile.ZipFile(archive) as bundle:
         assert sorted(bundle.namelist()) == sorted([NAME, NAME.replace(".ipynb", ".pdf")])
+        assert {info.external_attr >> 16 for info in bundle.infolist()} == {0o644}
         bundle.extractall(student_dir / "unpacked")
     executed = nbformat.read(student_dir / "unpacked" / NAME, as_version=4)
     assert any(o.get("output_type") == "display_data" for c in executed.cells for o in c.get("outputs", []))
     text, images = pdf_text_and_images(student_dir / "unpacked" / NAME.replace(".ipynb", ".pdf"))
-    assert "Assignment 01" in text and normalise("quokka-sized body mass 4242") in text
+    assert normalise("quokka-sized body mass 4242") in text
+    assert letters(text).count(letters("Dimensionality reduction: PCA and autoencoders")) == 1  # no second title
+    # The checks' output as the notebook shows it: check marks, not missing glyphs.
+    assert text.count("✔") >= 8 and "\ufffd" not in text
     assert images >= 1
 
 

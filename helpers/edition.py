@@ -1,0 +1,107 @@
+"""The student edition: the released notebooks and the student side of ``helpers``, nothing else.
+
+    python -m helpers.edition [--out dist]
+
+writes ``dist/<course>-student/`` and ``dist/<course>-student.zip``. It holds
+``notebooks/`` (the nbgrader release), the ``helpers`` modules a notebook
+imports, ``data/penguins.csv``, the student's requirements (without nbgrader
+and the test tools) and the files in ``edition/`` (README, the ``course``
+script, the Jupyter configuration that keeps nbgrader's instructor tools off).
+Nothing from ``solutions/``: the release is the only thing made from it.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import yaml
+
+COURSE = Path(__file__).resolve().parents[1]
+NAME = "learning-without-labels"
+# Every module of helpers/ is in exactly one list (tests/test_edition.py checks), so a new
+# module is shipped to students only when someone decides it should be.
+STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotting.py", "noise.py",
+                   "handin.py", "handin.tex.j2", "feedback.py", "checks")
+INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py")
+# The instructor's tools: students need neither nbgrader (grading) nor the test suite's packages.
+INSTRUCTOR_PACKAGES = {"nbgrader", "pytest", "pypdf", "pyyaml", "selenium"}
+
+
+def _package(requirement: str) -> str:
+    return requirement.split("=")[0].split(">")[0].split("<")[0].strip().lower()
+
+
+def student_requirements(course: Path = COURSE) -> str:
+    lines = (course / "requirements.txt").read_text().splitlines()
+    kept = [line for line in lines if line.strip() and not line.startswith("#") and _package(line) not in INSTRUCTOR_PACKAGES]
+    return "# The students' environment (pip); environment.yml lists the same packages for conda.\n" + "\n".join(kept) + "\n"
+
+
+def student_environment(course: Path = COURSE) -> str:
+    env = yaml.safe_load((course / "environment.yml").read_text())
+    env["name"] = "ull-student"
+    env["dependencies"] = [d for d in env["dependencies"] if not isinstance(d, str) or _package(d) not in INSTRUCTOR_PACKAGES]
+    return yaml.safe_dump(env, sort_keys=False)
+
+
+def _ignore(folder, names):
+    return [n for n in names if n in ("__pycache__", ".ipynb_checkpoints") or n.endswith(".pyc")]
+
+
+def release_notebooks(course: Path = COURSE) -> list[Path]:
+    """The released notebooks, refusing any that someone has run: their outputs may hold answers."""
+    notebooks = sorted(p for p in (course / "notebooks").glob("*/*.ipynb") if ".before-release-" not in p.name)
+    run = [str(p.relative_to(course)) for p in notebooks
+           if any(c.get("outputs") or c.get("execution_count") for c in nbformat.read(p, as_version=4).cells
+                  if c.cell_type == "code")]
+    if run:
+        raise SystemExit(f"{', '.join(run)} carry outputs from a run: `./kit release` writes clean ones "
+                         "(a run notebook is kept aside), then build the edition again.")
+    return notebooks
+
+
+def build(out: Path | None = None, course: Path = COURSE) -> Path:
+    """Write the edition folder and its zip under ``out`` (default ``dist/``); return the folder."""
+    out = Path(out or course / "dist")
+    target = out / f"{NAME}-student"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(course / "edition", target)
+    for notebook in release_notebooks(course):  # only the notebooks: no checkpoints or models from a run
+        (target / notebook.relative_to(course)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(notebook, target / notebook.relative_to(course))
+    (target / "helpers").mkdir()
+    for name in STUDENT_MODULES:
+        source = course / "helpers" / name
+        if source.is_dir():
+            shutil.copytree(source, target / "helpers" / name, ignore=_ignore)
+        else:
+            shutil.copy(source, target / "helpers" / name)
+    (target / "data").mkdir()
+    for name in ("penguins.csv", "README.md"):
+        shutil.copy(course / "data" / name, target / "data" / name)
+    (target / "requirements.txt").write_text(student_requirements(course))
+    (target / "environment.yml").write_text(student_environment(course))
+    with zipfile.ZipFile(target.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as bundle:
+        for path in sorted(target.rglob("*")):
+            info = zipfile.ZipInfo.from_file(path, Path(target.name) / path.relative_to(target))
+            if path.is_file():
+                bundle.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)  # keeps `course` executable
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.edition", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, help="folder to write into (default: dist/)")
+    args = parser.parse_args(argv)
+    target = build(args.out)
+    print(f"Student edition in {target}/ and {target.with_suffix('.zip')}: give students the zip, or push the "
+          "folder to a public repository, or build a JupyterHub image from it (see README).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
