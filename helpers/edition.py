@@ -26,9 +26,10 @@ NAME = "learning-without-labels"
 # module is shipped to students only when someone decides it should be.
 STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotting.py", "noise.py",
                    "handin.py", "handin.tex.j2", "feedback.py", "checks")
-INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py")
-# The instructor's tools: students need neither nbgrader (grading) nor the test suite's packages.
-INSTRUCTOR_PACKAGES = {"nbgrader", "pytest", "pypdf", "pyyaml", "selenium"}
+INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py", "grading.py",
+                      "execution.py", "sandbox.py", "integrity.py")
+# The instructor's tools: students need neither nbgrader and Dask (grading) nor the test suite's packages.
+INSTRUCTOR_PACKAGES = {"nbgrader", "pytest", "pypdf", "pyyaml", "selenium", "dask", "distributed", "psutil"}
 
 
 def _package(requirement: str) -> str:
