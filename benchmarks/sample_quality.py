@@ -30,7 +30,7 @@ from helpers.data import load_mnist  # noqa: E402
 
 def real_digits(seed: int, sizes) -> tuple[torch.Tensor, tuple[float, float]]:
     """Held-out test digits (a different draw per seed): what a perfect model would score."""
-    held_out = load_mnist("test")[0][quality.REFERENCE:]
+    held_out = quality.held_out_digits()[0]
     pick = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(100 + seed))[:sizes.n]
     return held_out[pick], (0.0, 1.0)
 

@@ -39,7 +39,7 @@ from .data import data_dir, load_mnist
 CONFIDENT = 0.9  # probability of the top class for a sample to count as a recognisable digit
 PRESENT = 0.05  # share of samples a digit needs to count as present
 MIN_ACCURACY = 0.99
-REFERENCE = 5000  # the first test digits give the Fréchet statistics; the other 5000 the real batches
+REFERENCE = 5000  # test digits behind the Fréchet statistics; the other 5000 give the real batches
 RECIPE = {"version": 1, "seed": 0, "epochs": 3, "batch_size": 128, "max_lr": 3e-3}
 WEIGHTS_FILE = "mnist_classifier.pt"
 INFO_FILE = "mnist_classifier.json"
@@ -298,17 +298,31 @@ def _scores(label: str, model: Classifier, images: torch.Tensor, reference: tupl
                   frechet_distance(*_moments(features), *reference), tuple(float(s) for s in shares))
 
 
+def _split() -> tuple[torch.Tensor, torch.Tensor]:
+    # A random split: the test set's two halves come from different writers (and runs of one writer sit
+    # together), so a contiguous slice would not be like the rest.
+    order = torch.randperm(len(load_mnist("test")[1]), generator=torch.Generator().manual_seed(0))
+    return order[:REFERENCE], order[REFERENCE:]
+
+
+def held_out_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5000 test digits (images in [0, 1], labels) outside the Fréchet reference set: real samples to compare."""
+    images, labels = load_mnist("test")
+    held_out = _split()[1]
+    return images[held_out], labels[held_out]
+
+
 @lru_cache(maxsize=4)
 def _reference(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     model, _ = load_classifier(folder)
-    return _moments(_outputs(model, load_mnist("test")[0][:REFERENCE])[0])
+    return _moments(_outputs(model, load_mnist("test")[0][_split()[0]])[0])
 
 
 @lru_cache(maxsize=32)
 def _baselines(folder: Path, n: int) -> tuple[Scores, Scores]:
     """Real held-out test digits and uniform noise, both of size ``n`` (real capped at 5000)."""
     model, _ = load_classifier(folder)
-    held_out = load_mnist("test")[0][REFERENCE:]
+    held_out = held_out_digits()[0]
     pick = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(1))[:n]
     noise = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(2))
     reference = _reference(folder)

@@ -8,7 +8,6 @@ import scipy.linalg
 import torch
 
 from helpers import quality
-from helpers.data import load_mnist
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +19,8 @@ def classifier():
 @pytest.fixture(scope="session")
 def held_out(classifier):
     """Test digits outside the Fréchet reference set, in a fixed order unlike the real baseline's."""
-    images, labels = load_mnist("test")
-    pick = quality.REFERENCE + torch.randperm(len(images) - quality.REFERENCE, generator=torch.Generator().manual_seed(7))
+    images, labels = quality.held_out_digits()
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(7))
     return images[pick], labels[pick]
 
 
