@@ -24,6 +24,11 @@ def held_out(classifier):
     return images[pick], labels[pick]
 
 
+def test_real_batches_never_come_from_the_reference_digits():
+    reference, held_out = quality._split()
+    assert sorted(reference.tolist() + held_out.tolist()) == list(range(10_000)) and len(held_out) == 5000
+
+
 def test_classifier_record(classifier):
     _, info = classifier
     assert info["test_accuracy"] >= quality.MIN_ACCURACY
