@@ -5,7 +5,8 @@
 Every figure comes from ``helpers.quality`` (an MNIST classifier cached in the data folder; built on first use).
 Each model is a function ``(seed, sizes) -> (samples, value_range)`` in ``MODELS``; the table gives its three
 figures and wall time per seed, then the same figures for real test digits and uniform noise of the same
-size. ``real`` and ``noise`` are reference rows (no training: their time is only drawing the batch).
+size. ``real`` and ``noise`` are reference rows (no training: their time is drawing the batch, plus loading
+the test set in the first row). The Fréchet distance depends on N, so compare only rows of the same N.
 ``ebm03`` trains 03's MNIST EBM with the reference answers of the source notebook and the budget's sizes,
 exactly as the notebook's training cell does, and samples as it does for its figure.
 """
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from helpers import quality  # noqa: E402
 from helpers.budgets import BUDGET_ENV, budget  # noqa: E402
 from helpers.data import load_mnist  # noqa: E402
+from helpers.runtime import get_device  # noqa: E402
 
 
 def real_digits(seed: int, sizes) -> tuple[torch.Tensor, tuple[float, float]]:
@@ -46,14 +48,15 @@ def ebm03(seed: int, sizes) -> tuple[torch.Tensor, tuple[float, float]]:
 
     ref = reference_answers("03")
     torch.manual_seed(seed)
-    model = ref.EnergyCNN()
+    model = ref.EnergyCNN().to(get_device())
     images = load_mnist("train")[0] * 2 - 1
     history = ref.train_mnist_ebm(model, images, sizes.mnist_iters, batch_size=sizes.mnist_batch,
                                   n_steps=sizes.mnist_steps, buffer=ref.ReplayBuffer(sizes.mnist_buffer, (1, 28, 28)),
                                   generator=torch.Generator().manual_seed(seed))
     model.eval()
     start = history["buffer"].sample(sizes.n, reinit_prob=0.0, generator=torch.Generator().manual_seed(seed + 1))
-    return ref.sgld_sample(model, start, 60, 10.0, noise_std=0.005, clamp=(-1.0, 1.0)), (-1.0, 1.0)
+    samples = ref.sgld_sample(model, start.to(get_device()), 60, 10.0, noise_std=0.005, clamp=(-1.0, 1.0))
+    return samples.cpu(), (-1.0, 1.0)
 
 
 MODELS = {"real": (real_digits, None), "noise": (uniform_noise, None), "ebm03": (ebm03, "03")}
@@ -72,7 +75,7 @@ def main() -> int:
     print(f"quality classifier: test accuracy {info['test_accuracy']:.2%} (trained in {info['train_seconds']:.0f} s, "
           f"torch {info['torch']}); budget '{args.budget}', {args.n} samples per run, torch threads "
           f"{torch.get_num_threads()}\n")
-    print("| model | seed | confident (p ≥ 0.9) | digits (≥ 5 %) | Fréchet distance | seconds |\n"
+    print("| model | seed | confident (p ≥ 0.9) | digits (≥ 5 %) | Fréchet distance | seconds (train + sample) |\n"
           "| --- | ---: | ---: | ---: | ---: | ---: |")
     report = None
     for name in args.models:
