@@ -24,7 +24,7 @@ COURSE = Path(__file__).resolve().parents[1]
 NAME = "learning-without-labels"
 # Every module of helpers/ is in exactly one list (tests/test_edition.py checks), so a new
 # module is shipped to students only when someone decides it should be.
-STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotting.py", "noise.py",
+STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotting.py", "noise.py", "quality.py",
                    "handin.py", "handin.tex.j2", "feedback.py", "checks")
 INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py", "grading.py",
                       "execution.py", "sandbox.py", "integrity.py")
