@@ -55,7 +55,7 @@ class Classifier(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.body = nn.Sequential(
+        self.trunk = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(),
@@ -64,7 +64,7 @@ class Classifier(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate features [N, 128]: the space of the Fréchet distance."""
-        return self.body((images - MNIST_MEAN) / MNIST_STD)
+        return self.trunk((images - MNIST_MEAN) / MNIST_STD)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))

@@ -23,6 +23,10 @@ SHARED_WITH_CHECKS = {
     # 04's EnergyNet: its task text prescribes this network; check_trained_annealed trains the same one.
     "self.net = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, 1))",
     "return self.net(torch.cat([x, sigma.log()], dim=1))[:, 0] / sigma[:, 0]",
+    # Formulas the task text states outright (reverse drift f − g²·s; the VE SDE has no drift), which the
+    # checks' own test SDEs need.
+    "return self.drift(x, t) - self.diffusion(t) ** 2 * score_fn(x, t)",
+    "return torch.zeros_like(x)",
     # Idioms of the checkers' own test models and samplers.
     "with torch.enable_grad():",
     "return self.net(x).squeeze(-1)",
