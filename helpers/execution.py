@@ -134,13 +134,16 @@ class _Watchdog:
     def __init__(self, client: GradingClient, job: Job):
         self.client, self.job = client, job
         self.reason: str | None = None
+        self.root: psutil.Process | None = None  # the sandbox's first process, once started
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
     def _root(self):
         km = self.client.km
         process = getattr(getattr(km, "provisioner", None), "process", None) if km else None
-        return psutil.Process(process.pid) if process and process.poll() is None else None
+        if process is not None and process.poll() is None and self.root is None:
+            self.root = psutil.Process(process.pid)
+        return self.root
 
     def _watch(self):
         deadline = time.monotonic() + self.job.notebook_timeout
@@ -158,12 +161,20 @@ class _Watchdog:
             elif time.monotonic() > deadline:
                 self.reason = f"time limit: the notebook ran longer than {self.job.notebook_timeout} s"
             if self.reason:
-                for p in reversed(tree):
-                    try:
-                        p.kill()
-                    except psutil.Error:
-                        pass
+                self.kill_tree()
                 return
+
+    def kill_tree(self):
+        try:
+            root = self._root()
+            tree = [root, *root.children(recursive=True)] if root and root.is_running() else []
+        except psutil.Error:
+            return
+        for process in reversed(tree):
+            try:
+                process.kill()
+            except psutil.Error:
+                pass
 
 
 def _canary_cells(job: Job):
@@ -205,13 +216,15 @@ def run_job(job: Job) -> Result:
         watchdog = _Watchdog(client, job)
         watchdog.thread.start()
         try:
-            # The kernel's own console chatter (connection notes) is not the notebook's output.
-            client.execute(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # The kernel's own console chatter (connection notes) is not the notebook's output. cleanup_kc:
+            # nbclient shuts down only kernels it made itself, and a worker outlives many jobs.
+            client.execute(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cleanup_kc=True)
         except DeadKernelError:
             pass  # the watchdog's reason, or the submission's own crash, is recorded below
         finally:
             watchdog.stop.set()
             watchdog.thread.join()
+            watchdog.kill_tree()  # whatever is left of the sandbox (its kernel, anything it started) ends here
         events = client.events
         not_run = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip() and i not in client.executed]
         if not_run:

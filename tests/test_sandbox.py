@@ -213,6 +213,9 @@ def test_limits_memory_time_and_output():
     chatty = run_job(Job("output", notebook("for i in range(200000):\n    print('x' * 100)", "print('✔ after')"),
                          max_output=1 << 20))
     assert len(chatty.notebook) < 3 << 20 and any("output over" in e for e in chatty.events)
+    kernels = [p for p in psutil.process_iter(["cmdline"]) if "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])
+               and "grading-" in " ".join(p.info["cmdline"] or [])]
+    assert kernels == []  # a worker runs many jobs: each job's kernel ends with it
 
 
 def test_refuses_without_a_sandbox(monkeypatch, tmp_path):
