@@ -56,7 +56,6 @@ class Outcome:
     flagged: dict[str, list[str]] = field(default_factory=dict)  # "student / assignment" -> reasons
     timings: list[tuple[str, str, float, str]] = field(default_factory=list)  # student, assignment, seconds, host
     wall: float = 0.0
-    sandboxed: bool = True
 
 
 def _config(course: Path, **sections):
@@ -234,7 +233,7 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
         from .sandbox import SandboxUnavailable
 
         raise SandboxUnavailable(f"cannot grade in a sandbox: {unavailable_reason()}")
-    outcome = Outcome(sandboxed=options.sandbox)
+    outcome = Outcome()
     started = time.monotonic()
     stage = course / STAGE
     shutil.rmtree(stage, ignore_errors=True)
