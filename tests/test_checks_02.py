@@ -351,6 +351,12 @@ def test_fit_gmm(ref02):
     checks.check_fit_gmm(ref02.fit_gmm, seed=4, n=600, d=3, components=2)
     checks.check_fit_gmm(lambda f, n, seed=0: GaussianMixture(n, reg_covar=1e-3, n_init=2, random_state=seed)
                          .fit(np.asarray(f, dtype=np.float64)))
+
+    def seeding_numpy(f, n, seed=0):
+        np.random.seed(seed)
+        return GaussianMixture(n, reg_covar=1e-3).fit(np.asarray(f))
+
+    checks.check_fit_gmm(seeding_numpy)
     fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, covariance_type="diag", random_state=seed)
           .fit(np.asarray(f)), match="'full'")
     fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, reg_covar=1e-3).fit(np.asarray(f)),
