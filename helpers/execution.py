@@ -73,8 +73,11 @@ class GradingClient(NotebookClient):
     """nbclient with the grading rules above; ``events`` collects what it saw."""
 
     def __init__(self, nb, job: Job, **kwargs):
+        # shutdown_kernel="immediate": once the last cell has run, nothing the kernel does is wanted; a polite
+        # shutdown (torch's and matplotlib's exit handlers) costs 1-2 s per submission.
         super().__init__(nb, timeout=job.cell_timeout, interrupt_on_timeout=True, allow_errors=True,
-                         record_timing=False, error_on_timeout=dict(TIMEOUT_ERROR), **kwargs)
+                         record_timing=False, error_on_timeout=dict(TIMEOUT_ERROR), shutdown_kernel="immediate",
+                         **kwargs)
         self.job = job
         self.events: list[str] = []
         self.executed: set[int] = set()

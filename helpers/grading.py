@@ -17,6 +17,8 @@ For each submission:
    grading machinery are listed with the reasons and their scores are marked
    (``needs_manual_grade``); where a canary check passed a wrong answer, no
    check of that notebook could fail, so its autograded scores are set to 0.
+   Its feedback (HTML) is written as soon as it is recorded, while other
+   submissions still run.
 """
 from __future__ import annotations
 
@@ -85,6 +87,13 @@ class _QuietAPI:
             warnings.simplefilter("ignore")
             return self.api.autograde(assignment, student, force=True, create=True)
 
+    def generate_feedback(self, assignment, student):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.api.generate_feedback(assignment, student, force=True)
+
 
 def _api(config):
     return _QuietAPI(config)
@@ -96,6 +105,11 @@ def _sanitiser(course: Path):
     return _api(_config(course, CourseDirectory={"autograded_directory": f"{STAGE}/sanitized"}, Autograde={
         "sanitize_preprocessors": [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata],
         "autograde_preprocessors": []}))
+
+
+def feedback_writer(course: Path):
+    """``feedback_writer(course).generate_feedback(assignment, student)``: one submission's feedback, in process."""
+    return _api(_config(course))
 
 
 def _recorder(course: Path):
@@ -247,7 +261,7 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
             from .sandbox import SandboxUnavailable
 
             raise SandboxUnavailable(f"a Dask worker cannot grade in a sandbox: {executor.sandbox_problem()}")
-        sanitiser, recorder = _sanitiser(course), _recorder(course)
+        sanitiser, recorder, feedback = _sanitiser(course), _recorder(course), feedback_writer(course)
         futures, expected, static = {}, defaultdict(int), {}
         for student, assignment in pending:
             result = sanitiser.autograde(assignment, student)
@@ -288,19 +302,30 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
                 outcome.timings.append((student, assignment, result.seconds, result.host))
             expected[student, assignment] -= 1
             if expected[student, assignment] == 0:
-                _record(course, recorder, student, assignment, outcome, log_dir,
-                        static.get((student, assignment), []), runtime[student, assignment],
-                        disarmed[student, assignment])
+                if _record(course, recorder, student, assignment, outcome, log_dir,
+                           static.get((student, assignment), []), runtime[student, assignment],
+                           disarmed[student, assignment]):
+                    write_feedback(course, feedback, student, assignment, outcome, log_dir)
     finally:
         executor.close()
     outcome.wall = time.monotonic() - started
     return outcome
 
 
-def _record(course, recorder, student, assignment, outcome, log_dir, static, runtime, disarmed):
+def write_feedback(course, writer, student, assignment, outcome, log_dir) -> None:
+    result = writer.generate_feedback(assignment, student)
+    if not result["success"]:
+        log = log_dir(assignment) / f"{student}.log"
+        with log.open("a") as handle:
+            handle.write("\n[feedback] " + _strip_ansi(result.get("log", "") + result.get("error", "")))
+        outcome.problems.append(f"{student} / {assignment}: feedback could not be written — see {log.relative_to(course)}")
+
+
+def _record(course, recorder, student, assignment, outcome, log_dir, static, runtime, disarmed) -> bool:
+    """Record the scores of one executed submission; whether they were recorded."""
     folder = course / STAGE / "executed" / student / assignment
     if not any(folder.glob("*.ipynb")):
-        return
+        return False
     timestamp = course / "submitted" / student / assignment / "timestamp.txt"
     if timestamp.exists():
         shutil.copy(timestamp, folder / "timestamp.txt")
@@ -312,7 +337,7 @@ def _record(course, recorder, student, assignment, outcome, log_dir, static, run
     if not result["success"]:
         outcome.problems.append(f"{student} / {assignment}: scores could not be recorded, scored 0 — "
                                 f"see {log.relative_to(course)}")
-        return
+        return False
     timeouts = [r for r in runtime if "time limit" in r or "memory limit" in r or "kernel died" in r]
     outcome.problems += [f"{student} / {assignment}: {r}" for r in timeouts]
     from .course import _timeouts
@@ -324,6 +349,7 @@ def _record(course, recorder, student, assignment, outcome, log_dir, static, run
             ["autograded scores set to 0 and marked for manual grading"] if disarmed
             else ["autograded scores marked for manual grading"])
         _mark(course, assignment, student, zero=disarmed)
+    return True
 
 
 class LocalDaskProcesses:

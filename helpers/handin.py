@@ -21,10 +21,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-
-from .feedback import is_test_cell
-
 AUTOMATED_RUN_ENV = "COURSE_HANDIN_RUN"  # set inside the re-run (and by tools) so the hand-in cell does not recurse
 ANSWER_PLACEHOLDER = "YOUR ANSWER HERE"
 PDF_TOOLS_HELP = """PDF export needs XeLaTeX and pandoc, which are not Python packages:
@@ -55,6 +51,7 @@ def _grading(cell) -> dict:
 
 def execute(path: Path, timeout: int = 1800):
     """Run a copy of the notebook at ``path`` from a clean kernel; return the executed notebook."""
+    import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
@@ -84,6 +81,8 @@ def first_error(cell) -> str | None:
 
 def summarise(nb) -> tuple[list[Item], list[str]]:
     """Per-question results of an executed notebook, and the failures of cells that are not checks."""
+    from .feedback import is_test_cell
+
     items, broken = [], []
     for index, cell in enumerate(nb.cells):
         meta = _grading(cell)
@@ -147,6 +146,8 @@ def hand_in(notebook: str | os.PathLike, timeout: int = 1800) -> Path | None:
     if _automated():
         print("(automated run: the hand-in step is skipped here)")
         return None
+    import nbformat  # here, not at the top: every notebook imports this module, most runs never hand in
+
     path = Path(notebook).resolve()
     if not path.is_file():
         raise HandInError(f"{path} not found: pass the notebook's file name, e.g. hand_in(\"01_pca_autoencoders.ipynb\").")

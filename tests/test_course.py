@@ -68,6 +68,29 @@ def test_feedback_written_for_every_student(graded_class):
         assert list((copy / "feedback" / student / assignment).glob("*.html")), (student, assignment)
 
 
+def test_grading_again_brings_marks_given_since_into_the_feedback(graded_class, monkeypatch):
+    """An instructor marks a written answer in the formgrader, then runs the grading again: nothing is
+    re-executed, and the student's feedback shows the new mark."""
+    from nbgrader.api import Gradebook
+
+    monkeypatch.setattr(course, "SAMPLE_STUDENTS", ())  # as for real students: graded once, kept
+    copy, _ = graded_class
+    assignment = course.assignments()[0]
+    source = nbformat.read(next((ROOT / "solutions" / assignment).glob("*.ipynb")), as_version=4)
+    written = next(c.metadata.nbgrader for c in source.cells
+                   if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade"))
+    notebook = next((ROOT / "solutions" / assignment).glob("*.ipynb")).stem
+    with Gradebook(f"sqlite:///{copy / 'gradebook.db'}") as gradebook:
+        grade = gradebook.find_grade(written["grade_id"], notebook, assignment, "sample-solution")
+        grade.manual_score = written["points"]
+        gradebook.db.commit()
+        total = gradebook.find_submission_notebook(notebook, assignment, "sample-solution").score
+    _, outcome = course.grade(copy)
+    assert not outcome.timings and not outcome.problems
+    html = next((copy / "feedback" / "sample-solution" / assignment).glob("*.html")).read_text()
+    assert f"(Score: {round(float(total), 2)} / " in html, total
+
+
 def test_committed_release_is_in_sync_with_solutions():
     problems = course.stale_release()
     assert not problems, "notebooks/ is stale; run `./kit release` and commit:\n" + "\n".join(problems)

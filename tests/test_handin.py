@@ -93,3 +93,15 @@ def test_summary_names_failed_checks_and_empty_answers():
 def test_hand_in_cell_does_nothing_inside_automated_runs(monkeypatch, tmp_path):
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
     assert handin.hand_in(tmp_path / "missing.ipynb") is None
+
+
+def test_the_hand_in_cell_imports_no_notebook_tooling():
+    """Every notebook ends with ``from helpers.handin import hand_in``; in a graded run that import must stay
+    cheap (nbformat pulls in jsonschema's format checkers, about a second per submission)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, helpers.handin; "
+            "print(sorted(m for m in ('nbformat', 'nbconvert', 'nbclient', 'jsonschema') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
