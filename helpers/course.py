@@ -64,10 +64,15 @@ def _generate(course: Path) -> Path:
     Generating in the course directory itself also records the assignments'
     grade cells in the gradebook, which autograding needs.
     """
+    from .grading import nbgrader_api
+
     build = course / BUILD_DIR
     shutil.rmtree(build, ignore_errors=True)
+    api = nbgrader_api(course, CourseDirectory={"release_directory": BUILD_DIR})  # in process: 4 s less per assignment
     for name in assignments(course):
-        nbgrader("generate_assignment", name, "--force", f"--CourseDirectory.release_directory={BUILD_DIR}", course=course)
+        result = api.generate_assignment(name)
+        if not result["success"]:
+            raise RuntimeError(f"nbgrader could not generate {name}:\n{result.get('log', '')}{result.get('error', '')}")
     return build
 
 
@@ -242,7 +247,7 @@ def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = No
         for student in sorted(p.parent.name for p in (course / "autograded").glob(f"*/{name}")):
             if (student, name) not in pending:
                 grading.write_feedback(course, writer, student, name, outcome, log_dir)
-    nbgrader("export", "--to", "grades.csv", course=course)
+    grading.export_csv(course, course / "grades.csv")
     return course / "grades.csv", outcome
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -87,6 +88,13 @@ class _QuietAPI:
             warnings.simplefilter("ignore")
             return self.api.autograde(assignment, student, force=True, create=True)
 
+    def generate_assignment(self, assignment):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.api.generate_assignment(assignment, force=True, create=True)
+
     def generate_feedback(self, assignment, student):
         import warnings
 
@@ -96,6 +104,10 @@ class _QuietAPI:
 
 
 def _api(config):
+    # nbgrader runs `alembic` through PATH when it creates a gradebook: this environment's, as `course.nbgrader` does.
+    tools = str(Path(sys.executable).parent)
+    if tools not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "")
     return _QuietAPI(config)
 
 
@@ -105,6 +117,22 @@ def _sanitiser(course: Path):
     return _api(_config(course, CourseDirectory={"autograded_directory": f"{STAGE}/sanitized"}, Autograde={
         "sanitize_preprocessors": [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata],
         "autograde_preprocessors": []}))
+
+
+def nbgrader_api(course: Path, **sections) -> _QuietAPI:
+    """nbgrader's API in this process, on the course's configuration with ``sections`` overridden."""
+    return _api(_config(course, **sections))
+
+
+def export_csv(course: Path, target: Path) -> None:
+    """``nbgrader export --to target``, in this process."""
+    from nbgrader.api import Gradebook
+    from nbgrader.plugins import CsvExportPlugin
+
+    plugin = CsvExportPlugin(config=_config(course))
+    plugin.to = str(target)
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        plugin.export(gradebook)
 
 
 def feedback_writer(course: Path):
