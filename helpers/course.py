@@ -242,7 +242,7 @@ def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = No
         outcome.problems.insert(0, "graded WITHOUT a sandbox (--no-sandbox): submissions could read and change files")
     # Graded submissions got their feedback as they were recorded; the others' is rewritten here, so that
     # marks given since in the formgrader reach it.
-    writer = grading.feedback_writer(course)
+    writer = grading.nbgrader_api(course)
     for name in assignments(course):
         for student in sorted(p.parent.name for p in (course / "autograded").glob(f"*/{name}")):
             if (student, name) not in pending:

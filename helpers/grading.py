@@ -81,47 +81,50 @@ class _QuietAPI:
 
         self.api = NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
-    def autograde(self, assignment, student):
+    def _quietly(self, method, *args, **kwargs):
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.api.autograde(assignment, student, force=True, create=True)
+            return getattr(self.api, method)(*args, **kwargs)
+
+    def autograde(self, assignment, student):
+        return self._quietly("autograde", assignment, student, force=True, create=True)
 
     def generate_assignment(self, assignment):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return self.api.generate_assignment(assignment, force=True, create=True)
+        return self._quietly("generate_assignment", assignment, force=True, create=True)
 
     def generate_feedback(self, assignment, student):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return self.api.generate_feedback(assignment, student, force=True)
+        return self._quietly("generate_feedback", assignment, student, force=True)
 
 
-def _api(config):
+def nbgrader_api(course: Path, **sections) -> _QuietAPI:
+    """nbgrader's API in this process, on the course's configuration with ``sections`` overridden."""
     # nbgrader runs `alembic` through PATH when it creates a gradebook: this environment's, as `course.nbgrader` does.
     tools = str(Path(sys.executable).parent)
     if tools not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = tools + os.pathsep + os.environ.get("PATH", "")
-    return _QuietAPI(config)
+    return _QuietAPI(_config(course, **sections))
 
 
 def _sanitiser(course: Path):
     from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
 
-    return _api(_config(course, CourseDirectory={"autograded_directory": f"{STAGE}/sanitized"}, Autograde={
+    return nbgrader_api(course, CourseDirectory={"autograded_directory": f"{STAGE}/sanitized"}, Autograde={
         "sanitize_preprocessors": [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata],
-        "autograde_preprocessors": []}))
+        "autograde_preprocessors": []})
 
 
-def nbgrader_api(course: Path, **sections) -> _QuietAPI:
-    """nbgrader's API in this process, on the course's configuration with ``sections`` overridden."""
-    return _api(_config(course, **sections))
+def _recorder(course: Path):
+    from nbconvert.preprocessors import ClearMetadataPreprocessor
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
+                                        OverwriteCells, SaveAutoGrades)
+
+    # OverwriteCells again: the executed notebook came back from a worker; its test cells are the gradebook's.
+    return nbgrader_api(course, CourseDirectory={"submitted_directory": f"{STAGE}/executed"}, Autograde={
+        "sanitize_preprocessors": [OverwriteCells, CheckCellMetadata],
+        "autograde_preprocessors": [IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+                                    AssignLatePenalties, CheckCellMetadata]})
 
 
 def export_csv(course: Path, target: Path) -> None:
@@ -133,23 +136,6 @@ def export_csv(course: Path, target: Path) -> None:
     plugin.to = str(target)
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         plugin.export(gradebook)
-
-
-def feedback_writer(course: Path):
-    """``feedback_writer(course).generate_feedback(assignment, student)``: one submission's feedback, in process."""
-    return _api(_config(course))
-
-
-def _recorder(course: Path):
-    from nbconvert.preprocessors import ClearMetadataPreprocessor
-    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput,
-                                        OverwriteCells, SaveAutoGrades)
-
-    # OverwriteCells again: the executed notebook came back from a worker; its test cells are the gradebook's.
-    return _api(_config(course, CourseDirectory={"submitted_directory": f"{STAGE}/executed"}, Autograde={
-        "sanitize_preprocessors": [OverwriteCells, CheckCellMetadata],
-        "autograde_preprocessors": [IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
-                                    AssignLatePenalties, CheckCellMetadata]}))
 
 
 def _checks_import(release) -> str:
@@ -289,7 +275,7 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
             from .sandbox import SandboxUnavailable
 
             raise SandboxUnavailable(f"a Dask worker cannot grade in a sandbox: {executor.sandbox_problem()}")
-        sanitiser, recorder, feedback = _sanitiser(course), _recorder(course), feedback_writer(course)
+        sanitiser, recorder, feedback = _sanitiser(course), _recorder(course), nbgrader_api(course)
         futures, expected, static = {}, defaultdict(int), {}
         for student, assignment in pending:
             result = sanitiser.autograde(assignment, student)
