@@ -236,6 +236,12 @@ def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = No
                 problems.append(f"{student} / {name}: not graded, scored 0 — {reason}")
             elif _needs_grading(course, student, name, options.regrade):
                 pending.append((student, name))
+    if pending:
+        from .quality import load_classifier
+
+        # The notebooks' sample-quality figures need the cached classifier, and a sandboxed kernel cannot write
+        # the data folder: without the cache every 03 and 04 submission would train its own (1–3 minutes).
+        load_classifier()
     outcome = grading.grade_submissions(course, pending, options, log_dir)
     outcome.problems[:0] = problems
     if not options.sandbox:
