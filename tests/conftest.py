@@ -1,6 +1,10 @@
 """Shared fixtures: the reference answers, taken from the source notebooks themselves."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import types
 from pathlib import Path
 
@@ -38,6 +42,39 @@ def fails(check, *args, match=None, **kwargs):
 
     with pytest.raises(CheckFailed, match=match):
         check(*args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def _judged_agent(tmp_path_factory):
+    """One stand-in kernel for the whole session (tests/judged_agent.py), as a separate process."""
+    folder = tmp_path_factory.mktemp("judged")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "judged_agent.py")], stdin=subprocess.PIPE,
+                               text=True, env=env, cwd=folder)
+    yield folder, process
+    process.stdin.close()
+    process.wait(timeout=60)
+
+
+@pytest.fixture
+def judged(_judged_agent):
+    """``judged(obj)``: a Remote handle to a copy of ``obj`` in the stand-in kernel, to run a check as grading does."""
+    from helpers import bridge
+
+    folder, process = _judged_agent
+    connections = []
+
+    def ship(obj):
+        if not connections:
+            listener = bridge.Listener(str(folder))
+            process.stdin.write(listener.path + "\n")
+            process.stdin.flush()
+            connections.append(listener.accept(time.monotonic() + 600))
+        return connections[0].ship(obj)
+
+    yield ship
+    for connection in connections:
+        connection.close()
 
 
 @pytest.fixture(scope="session")

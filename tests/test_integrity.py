@@ -64,31 +64,6 @@ def test_reference_answers_and_release_cells_raise_no_flag():
         assert integrity.suspicious_code(release, release) == []
 
 
-def test_a_pass_needs_a_check_mark():
-    cell = nbformat.v4.new_code_cell("checks.check_pca(pca)\nchecks.check_pca(pca, seed=2)",
-                                     metadata={"nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1}})
-    nb = nbformat.v4.new_notebook(cells=[cell])
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="✔ pca\n")]
-    assert integrity.unconfirmed_passes(nb) == [0]  # two checks, one ✔
-    cell.outputs[0].text = "✔ pca\n✔ pca again\n"
-    assert integrity.unconfirmed_passes(nb) == []
-
-
-def test_checkers_refuse_patched_libraries(ref01, monkeypatch):
-    import torch
-
-    from conftest import fails
-    from helpers.checks import a01, common
-
-    common.watch_checkers()  # as the notebook's setup cell does, before any answer cell
-    a01.check_standardize(ref01.standardize)
-    monkeypatch.setattr(torch, "allclose", lambda *a, **k: True)
-    fails(a01.check_standardize, ref01.standardize, match="TAMPERING.*torch.allclose")
-    monkeypatch.undo()
-    monkeypatch.setattr(a01, "check_pca", lambda *a, **k: None)  # a replaced checker shows in the others
-    fails(a01.check_standardize, ref01.standardize, match="TAMPERING.*check_pca")
-
-
 def test_checkers_refuse_results_that_fake_comparisons(ref01):
     import torch
 
@@ -99,4 +74,4 @@ def test_checkers_refuse_results_that_fake_comparisons(ref01):
         def __eq__(self, other):
             return True
 
-    fails(a01.check_standardize, lambda X: ref01.standardize(X).as_subclass(Agreeable), match="TAMPERING.*subclass")
+    fails(a01.check_standardize, lambda X: ref01.standardize(X).as_subclass(Agreeable), match="subclass")
