@@ -43,7 +43,7 @@ import warnings
 import numpy as np
 import torch
 
-MAX_MESSAGE = 1 << 30  # bytes in one reply: a checker never needs more; a kernel that sends more is cut off
+MAX_MESSAGE = 256 << 20  # bytes in one reply: a checker never needs more; a kernel that sends more is cut off
 MAX_TEXT = 2000  # characters of a remote error message or repr that reach a checker's message
 MAX_DEPTH = 32
 TENSOR_DTYPES = {str(d).removeprefix("torch."): d for d in (
@@ -281,11 +281,15 @@ class Connection:
 
     def __init__(self, sock: socket.socket, deadline: float):
         self.sock, self.deadline = sock, deadline
+        # The checker's generators live on in the kernel once sent, so that successive calls continue their
+        # streams as in one process; kept here (ids must not be reused) with the state they were sent in.
+        self.generators: dict[int, tuple[torch.Generator, int, bytes]] = {}
+        self.rng_sent: bytes | None = None
 
     def request(self, op: str, payload=None, **header):
         buffers = []
         if payload is not None:
-            buffers.append(_Pickler.dumps(payload))
+            buffers.append(_dumps(payload, self))
         _send_or_break(self.sock, {"op": op, **header}, buffers)
         reply, replies = _recv(self.sock, self.deadline)
         if reply.get("status") == "error":
@@ -296,7 +300,7 @@ class Connection:
 
     def ship(self, value):
         """A copy of ``value`` made in the kernel: plain data comes back as it went, anything else as a Remote."""
-        reply, buffers = self.request("call", (_identity, (value,), {}, [], _rng_state()), grad=True)
+        reply, buffers = self.request("call", (_identity, (value,), {}, [], None, {}), grad=True)
         return decode(reply["value"], buffers, self)
 
     def close(self) -> None:
@@ -393,20 +397,28 @@ def _identity(value):
     return value
 
 
-class _Pickler:
-    """cloudpickle with Remotes sent as references to the kernel's own objects."""
+def _dumps(value, connection: Connection) -> bytes:
+    """cloudpickle, with Remotes and generators already in the kernel sent as references to the kernel's objects."""
+    import cloudpickle
 
-    @staticmethod
-    def dumps(value) -> bytes:
-        import cloudpickle
+    class Pickler(cloudpickle.Pickler):
+        def persistent_id(self, obj):
+            if type(obj) is Remote:
+                return ("remote", object.__getattribute__(obj, "_key"))
+            if type(obj) is torch.Generator:
+                known = connection.generators.get(id(obj))
+                if known and known[2] == _generator_state(obj) and obj is not defining.get(known[1]):
+                    return ("remote", known[1])
+            return None
 
-        class Pickler(cloudpickle.Pickler):
-            def persistent_id(self, obj):
-                return ("remote", object.__getattribute__(obj, "_key")) if type(obj) is Remote else None
+    defining = value[5] if isinstance(value, tuple) and len(value) == 6 else {}
+    stream = io.BytesIO()
+    Pickler(stream, protocol=5).dump(value)
+    return stream.getvalue()
 
-        stream = io.BytesIO()
-        Pickler(stream, protocol=5).dump(value)
-        return stream.getvalue()
+
+def _generator_state(generator: torch.Generator) -> bytes:
+    return bytes(generator.get_state().numpy())
 
 
 def _connection_of(values) -> Connection | None:
@@ -434,7 +446,8 @@ def involves_kernel(fn, args, kwargs) -> bool:
 
 
 def _syncable(value) -> bool:
-    """The checker's objects whose state a call may change, to be copied back afterwards."""
+    """The checker's objects whose change by a call matters: inputs (changed or not), modules the student's
+    code trains, recorders (callbacks and checker objects that append to lists) and generators."""
     if isinstance(value, (torch.Tensor, np.ndarray, torch.nn.Module, torch.Generator)):
         return True
     if isinstance(value, types.FunctionType):
@@ -458,58 +471,76 @@ def _collect_syncables(values, found: list, seen: set, depth: int = 0) -> None:
             found.append(value)
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(legacy=False)}
+def _global_rng() -> tuple:
+    return torch.get_rng_state(), np.random.get_state(legacy=False)
+
+
+def _fingerprint(rng) -> bytes:
+    torch_state, numpy_state = rng
+    return bytes(torch_state.numpy()) + numpy_state["state"]["key"].tobytes() + repr(
+        (numpy_state["state"]["pos"], numpy_state["has_gauss"], numpy_state["gauss"])).encode()
 
 
 def call_in_kernel(fn, args: tuple, kwargs: dict):
     """``fn(*args, **kwargs)`` run in the student's kernel; the result by value (or as a Remote)."""
+    return run_in_kernel(fn, args, kwargs)[0]
+
+
+def run_in_kernel(fn, args: tuple, kwargs: dict) -> tuple[object, set[int]]:
+    """:func:`call_in_kernel`, and the ids of the checker's tensors and arrays the call changed in place.
+
+    What comes back into the checker's objects: the weights and modes of its modules (the student's code may
+    train them) and what its recorders appended to their lists. Nothing else: its tensors keep their values
+    (a change is only reported), its generators and the global random state are never set from the kernel
+    (a kernel cannot choose the checker's next random numbers); the kernel's copies go on from where they were.
+    """
     connection = _connection_of([fn, *args, *kwargs.values()])
     syncables: list = []
     _collect_syncables([fn, *args, *kwargs.values()], syncables, set())
-    payload = (fn, args, kwargs, syncables, _rng_state())
+    defining = {}
+    for generator in (g for g in syncables if type(g) is torch.Generator):
+        known = connection.generators.get(id(generator))
+        if not known or known[2] != _generator_state(generator):
+            key = -(len(connection.generators) + 1)  # the checker's keys are negative, the kernel's positive
+            connection.generators[id(generator)] = (generator, key, _generator_state(generator))
+            defining[key] = generator
+    rng = _global_rng()
+    send_rng = rng if _fingerprint(rng) != connection.rng_sent else None  # untouched since: the kernel's stream goes on
+    payload = (fn, args, kwargs, syncables, send_rng, defining)
     reply, buffers = connection.request("call", payload, grad=torch.is_grad_enabled())
+    # The kernel drew from the stream: this side moves on too, to a state of its own making, so that a checker
+    # reseeding (even with the same seed) is told apart from a checker that left the stream alone.
+    torch.manual_seed(int(torch.randint(2**62, (1,))))
+    np.random.seed(int(np.random.randint(2**31)))
+    connection.rng_sent = _fingerprint(_global_rng())
     result = decode(reply["value"], buffers, connection)
     after = decode(reply.get("after", ["list", []]), buffers, connection)
-    _apply_after(syncables, after)
-    return result
+    return result, _apply_after(syncables, after)
 
 
-def _apply_after(syncables: list, after) -> None:
-    """Copy the kernel's post-call state into the checker's objects (plain data only; anything odd is ignored)."""
-    if type(after) is not dict:
-        return
-    rng = after.get("rng")
-    if type(rng) is dict:
-        with contextlib.suppress(Exception):
-            if type(rng.get("torch")) is torch.Tensor:
-                torch.set_rng_state(rng["torch"])
-            if type(rng.get("numpy")) is dict:
-                np.random.set_state(rng["numpy"])
-    states = after.get("states")
-    if type(states) is not list or len(states) != len(syncables):
-        return
+def _apply_after(syncables: list, after) -> set[int]:
+    """Take the kernel's report of a call into the checker's objects (see run_in_kernel); the changed inputs."""
+    changed: set[int] = set()
+    states = after if type(after) is list else []
+    if len(states) != len(syncables):
+        return changed
     for target, state in zip(syncables, states):
         if state is None:
             continue
-        with contextlib.suppress(Exception):
+        if isinstance(target, (torch.Tensor, np.ndarray)):
+            changed.add(id(target))
+            continue
+        with contextlib.suppress(Exception):  # a state that does not fit is ignored: the checker judges what it has
             _apply_state(target, state)
+    return changed
 
 
 def _apply_state(target, state) -> None:
-    if isinstance(target, torch.Tensor) and type(state) is torch.Tensor:
-        with torch.no_grad():
-            new = state.to(target.dtype)
-            if new.shape == target.shape:
-                target.copy_(new)
-            else:
-                target.data = new
-    elif isinstance(target, np.ndarray) and type(state) is np.ndarray and state.shape == target.shape:
-        target[...] = state
-    elif isinstance(target, torch.Generator) and type(state) is torch.Tensor:
-        target.set_state(state)
-    elif isinstance(target, torch.nn.Module) and type(state) is dict:
-        target.load_state_dict({k: v for k, v in state.get("weights", {}).items() if type(v) is torch.Tensor}, strict=False)
+    if isinstance(target, torch.nn.Module) and type(state) is dict:
+        weights = state.get("weights", {})
+        own = target.state_dict()
+        target.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()
+                                if type(v) is torch.Tensor and k in own and v.shape == own[k].shape}, strict=False)
         flags = state.get("training")
         modules = list(target.modules())
         if type(flags) is list and len(flags) == len(modules):
@@ -519,29 +550,17 @@ def _apply_state(target, state) -> None:
     elif isinstance(target, types.FunctionType) and type(state) is dict:
         for index, value in state.items():
             if type(index) is int and 0 <= index < len(target.__closure__):
-                _assign_plain(target.__closure__[index], "cell_contents", value)
+                _extend_list(target.__closure__[index].cell_contents, value)
     elif type(state) is dict and hasattr(target, "__dict__"):
         for name, value in state.items():
             if type(name) is str and name in vars(target):
-                _assign_plain(vars(target), name, value, item=True)
+                _extend_list(vars(target)[name], value)
 
 
-def _assign_plain(owner, name, value, item: bool = False) -> None:
-    """Put ``value`` where ``owner.name`` (or ``owner[name]``) is, keeping a list's identity (closures share it)."""
-    current = owner[name] if item else getattr(owner, name, None)
+def _extend_list(current, value) -> None:
+    """A recorder's list takes the kernel's entries (same identity: closures may share it); nothing else changes."""
     if type(current) is list and type(value) is list:
         current[:] = value
-    elif type(current) is dict and type(value) is dict:
-        current.clear()
-        current.update(value)
-    elif isinstance(current, torch.Tensor) and type(value) is torch.Tensor:
-        _apply_state(current, value)
-    elif type(value) in (bool, int, float, str, type(None), tuple, list, dict, torch.Tensor, np.ndarray):
-        if item:
-            owner[name] = value
-        else:
-            setattr(owner, name, value)
-
 
 
 def remote_isinstance(obj, cls) -> bool:
@@ -555,24 +574,16 @@ def remote_isinstance(obj, cls) -> bool:
 # ------------------------------------------------------------------------------------------ the kernel side
 def _plain_state(value):
     """The part of a checker's object that a call may have changed, as data :func:`encode` keeps plain."""
-    if isinstance(value, torch.Generator):
-        return value.get_state()
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return value
     if isinstance(value, torch.nn.Module):
         return {"weights": dict(value.state_dict()), "training": [m.training for m in value.modules()]}
     if isinstance(value, types.FunctionType):
         cells = {}
         for index, cell in enumerate(value.__closure__):
             with contextlib.suppress(ValueError):  # an empty cell
-                if _is_plain(cell.cell_contents):
+                if type(cell.cell_contents) is list:
                     cells[index] = cell.cell_contents
         return cells
-    return {k: v for k, v in vars(value).items() if not k.startswith("__") and _is_plain(v)}
-
-
-def _is_plain(value) -> bool:
-    return isinstance(value, (bool, int, float, str, type(None), tuple, list, dict, torch.Tensor, np.ndarray))
+    return {k: v for k, v in vars(value).items() if type(v) is list}
 
 
 def _unpickler(data: bytes, table: dict):
@@ -634,20 +645,26 @@ def _answer(op, header, buffers, namespace, table):
     elif op == "repr":
         value = repr(target)[:MAX_TEXT]
     elif op == "call":
-        fn, args, kwargs, syncables, rng = _unpickler(buffers[0], table)
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
+        fn, args, kwargs, syncables, rng, defining = _unpickler(buffers[0], table)
+        table.update(defining)
+        if rng is not None:
+            torch.set_rng_state(rng[0])
+            np.random.set_state(rng[1])
         before = [v.clone() if isinstance(v, torch.Tensor) else v.copy() if isinstance(v, np.ndarray) else None
                   for v in syncables]
         with _quiet(), torch.set_grad_enabled(bool(header.get("grad", True))):
             value = fn(*args, **kwargs)
         states = []
         for original, copy in zip(syncables, before):
-            unchanged = copy is not None and (torch.equal(original, copy) if isinstance(original, torch.Tensor)
-                                              else np.array_equal(original, copy))
-            states.append(None if unchanged else _plain_state(original))
-        after = {"rng": _rng_state(), "states": states}
-        return {"status": "ok", "value": encode(value, table, out), "after": encode(after, table, out)}, out
+            if isinstance(original, torch.Generator):
+                states.append(None)
+            elif isinstance(original, torch.Tensor):
+                states.append(None if torch.equal(original, copy) else True)
+            elif isinstance(original, np.ndarray):
+                states.append(None if np.array_equal(original, copy) else True)
+            else:
+                states.append(_plain_state(original))
+        return {"status": "ok", "value": encode(value, table, out), "after": encode(states, table, out)}, out
     else:
         raise ValueError(f"unknown request {op!r}")
     return {"status": "ok", "value": encode(value, table, out)}, out
@@ -678,10 +695,17 @@ class Listener:
         try:
             sock, _ = self.sock.accept()
         except socket.timeout:
-            raise BridgeBroken("the kernel did not start answering the checks", "timeout") from None
+            raise BridgeBroken("the kernel did not start answering the checks in time", "timeout") from None
+        except OSError:  # shut down: the kernel finished the agent's cell without connecting
+            raise BridgeBroken("the kernel did not answer the checks", "closed") from None
         finally:
             self.close()
         return Connection(sock, deadline)
+
+    def shutdown(self) -> None:
+        """Wake a waiting :meth:`accept` (from another thread): nobody is coming."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         self.sock.close()

@@ -181,16 +181,6 @@ def _needs_grading(course: Path, student: str, name: str, regrade: bool) -> bool
     return newest > min((p.stat().st_mtime for p in graded.glob("*.ipynb")), default=0)  # resubmitted since
 
 
-def _timeouts(folder: Path) -> list[str]:
-    """The cells of an autograded submission that were stopped by the per-cell time limit."""
-    notes = []
-    for path in folder.glob("*.ipynb"):
-        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
-            if any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", [])):
-                notes.append(f"cell {index} ({cell.get('id', '?')}) of {path.name} hit the time limit and was stopped")
-    return notes
-
-
 def _register_student(course: Path, student: str) -> None:
     """Put a student in the gradebook so that the export gives them a row even with nothing gradable."""
     from nbgrader.api import Gradebook

@@ -3,39 +3,46 @@
 For each submission:
 
 1. **Sanitise** (trusted, this process): nbgrader's autograde with only its
-   sanitising preprocessors (clear outputs, restore test cells from the
-   gradebook, put back deleted ones) writes ``.grading/sanitized/``.
-2. **Execute** (untrusted): :func:`helpers.execution.run_job` runs the
-   sanitised notebook with the kernel in a sandbox, on a Dask cluster: a
-   ``LocalCluster`` of ``workers`` processes on this machine, or the cluster at
-   ``scheduler``. The job carries only the notebook and the limits; the result
-   is only the executed notebook and what the driver saw.
-3. **Record** (trusted, this process): the executed notebook is read by
-   :mod:`helpers.integrity`, written to ``.grading/executed/``, and nbgrader's
-   autograde without its ``Execute`` preprocessor records the scores from it
-   into the gradebook and ``autograded/``. Submissions that touched the
-   grading machinery are listed with the reasons and their scores are marked
-   (``needs_manual_grade``); where a canary check passed a wrong answer, no
-   check of that notebook could fail, so its autograded scores are set to 0.
-   Its feedback (HTML) is written as soon as it is recorded, while other
-   submissions still run.
+   sanitising preprocessors (clear outputs, restore locked and test cells from
+   the gradebook) writes ``.grading/sanitized/``; then :func:`rebuild` gives the
+   notebook the release's skeleton (each graded cell's type, id and metadata
+   from the release; the student's own cells keep their text and lose their
+   metadata, so no tag can steer what runs).
+2. **Execute and judge**: :func:`helpers.execution.run_job` runs the notebook
+   with the kernel in a sandbox, on a Dask cluster (a ``LocalCluster`` of
+   ``workers`` processes here, or the cluster at ``scheduler``). The kernel
+   runs the student's cells; each test cell's checks run in the worker's
+   trusted process (:mod:`helpers.judge`), which asks the kernel for plain
+   data only. The job carries the notebook and the limits; the result is the
+   executed notebook, each test cell's verdict and typed events.
+3. **Record** (trusted, this process): nbgrader's autograde without its
+   ``Execute`` preprocessor records the executed notebook, then every test
+   cell's score is set from its verdict (a test without a verdict scores 0):
+   nothing the kernel printed or displayed counts. Resource limits and crashes
+   are reported as such; submissions whose code reaches for the grading
+   machinery (:mod:`helpers.integrity`) or whose kernel answered with what no
+   honest kernel sends are flagged in the gradebook, with the reasons in
+   ``autograded/<student>/<assignment>/grading.json``, and held out of the
+   grade export until the instructor clears them. Feedback is written as soon
+   as a submission is recorded, while others still run.
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
+import re
 import secrets
 import shutil
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
 from . import integrity
-from .execution import LIMIT_ENAME, Job, Result, run_job
-from .feedback import is_test_cell
+from .execution import Job, Result, run_job
 
 STAGE = ".grading"  # sanitised and executed notebooks, rewritten on every run; ignored by git
 DEFAULT_MEMORY = 4 << 30
@@ -138,50 +145,60 @@ def export_csv(course: Path, target: Path) -> None:
         plugin.export(gradebook)
 
 
-def _checks_import(release) -> str:
-    """The setup cell's import of the assignment's checker module, e.g. 'from helpers.checks import a01 as checks'."""
+def checks_module(release) -> str:
+    """The checker module the release's setup cell imports as ``checks``, e.g. 'helpers.checks.a01'."""
     for cell in release.cells:
         for line in cell.source.splitlines() if cell.cell_type == "code" else ():
-            if line.startswith("from helpers.checks import") and line.rstrip().endswith(" as checks"):
-                return line.strip()
+            found = re.fullmatch(r"from helpers\.checks import (a\d\d) as checks", line.strip())
+            if found:
+                return f"helpers.checks.{found.group(1)}"
     return ""
 
 
-def prelude(release) -> str:
-    """Trusted code run, unrecorded, before each test cell: undo the simplest ways to disarm the checks."""
-    return "\n".join(filter(None, [
-        "for _name in ('showtraceback', '_showtraceback', 'showsyntaxerror', 'run_cell', 'run_ast_nodes', 'run_code'):",
-        "    get_ipython().__dict__.pop(_name, None)  # an instance attribute would shadow IPython's own method",
-        _checks_import(release),  # the test cells call `checks.…`: bind it to the real module again
-        "del _name",
-    ]))
+def _grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
 
 
-def canaries(release, count: int = 2) -> list[str]:
-    """Checks of deliberately wrong answers, made like the test cells: each must fail in an honest kernel.
+def _new_cell(cell_type: str, source: str, metadata: dict, attachments=None, cell_id: str | None = None):
+    cell = (nbformat.v4.new_code_cell if cell_type == "code" else nbformat.v4.new_markdown_cell)(source, metadata=metadata)
+    if attachments and cell_type == "markdown":
+        cell["attachments"] = attachments
+    if cell_id:
+        cell["id"] = cell_id
+    return cell
 
-    A random test cell's first checker call, with every argument that names
-    the student's code replaced by a function that is not implemented.
+
+def rebuild(submission, release):
+    """The notebook to run: the release's skeleton with the student's text.
+
+    Each graded or locked cell of the release appears once, with the release's
+    type, id and metadata; its source is the student's for an answer cell and
+    the sanitiser's (the gradebook's) for the others. A release cell missing
+    from the submission is put back after its predecessor. The student's own
+    cells keep their text and lose their metadata (tags cannot make nbclient
+    skip a cell or the driver treat it as a test); raw cells and cells of other
+    types are not run. The submitted notebook itself is never changed.
     """
-    import ast
-
-    calls = []
-    for cell in release.cells:
-        if not is_test_cell(cell):
-            continue
-        for node in ast.walk(ast.parse(cell.source)):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("check_")
-                    and any(isinstance(a, ast.Name) for a in node.args)):
-                calls.append(node)
-                break
-    chosen = [calls[secrets.randbelow(len(calls))] for _ in range(count)] if calls else []
-    sources = []
-    for call in chosen:
-        stub = f"_unimplemented_{secrets.token_hex(4)}"
-        wrong = ast.Call(func=call.func, args=[ast.Name(stub) if isinstance(a, ast.Name) else a for a in call.args],
-                         keywords=call.keywords)
-        sources.append(f"def {stub}(*args, **kwargs):\n    raise NotImplementedError()\n\n{ast.unparse(wrong)}")
-    return sources
+    reference = {_grade_id(c): c for c in release.cells if _grade_id(c)}
+    placed, cells = set(), []
+    for cell in submission.cells:
+        grade_id = _grade_id(cell)
+        if grade_id in reference and grade_id not in placed:
+            placed.add(grade_id)
+            ref = reference[grade_id]
+            cells.append(_new_cell(ref.cell_type, cell.source, copy.deepcopy(ref.metadata), cell.get("attachments"),
+                                   ref.get("id")))
+        elif cell.cell_type in ("code", "markdown"):
+            cells.append(_new_cell(cell.cell_type, cell.source, {}, cell.get("attachments")))
+    for position, ref in enumerate(release.cells):
+        grade_id = _grade_id(ref)
+        if grade_id and grade_id not in placed:
+            before = [_grade_id(c) for c in release.cells[:position] if _grade_id(c)]
+            where = max((i + 1 for i, c in enumerate(cells) if _grade_id(c) in before), default=0)
+            cells.insert(where, _new_cell(ref.cell_type, ref.source, copy.deepcopy(ref.metadata), None, ref.get("id")))
+            placed.add(grade_id)
+    nb = nbformat.v4.new_notebook(cells=cells, metadata=copy.deepcopy(release.metadata))
+    return nb
 
 
 class _Executor:
@@ -217,44 +234,54 @@ class _Executor:
 
 
 def _strip_ansi(text: str) -> str:
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def _review(result: Result) -> tuple[nbformat.NotebookNode, list[str], bool]:
-    """The executed notebook with unconfirmed passes failed; the runtime evidence; whether checks could not fail."""
-    nb = nbformat.reads(result.notebook, as_version=4)
-    reasons = list(result.events)
-    for index in integrity.unconfirmed_passes(nb):
-        nb.cells[index].outputs.append(nbformat.v4.new_output(
-            "error", ename=LIMIT_ENAME, evalue="no check reported a pass (no ✔ line): scored as failed",
-            traceback=[f"{LIMIT_ENAME}: no check reported a pass (no ✔ line): scored as failed"]))
-        reasons.append(f"cell {index}: the test cell ran without an error but no check reported a pass")
-    reasons += [f"cell {i}: a checker refused a result as tampering" for i in integrity.tampering_reports(nb)]
-    disarmed = not all(result.canaries_failed_as_they_must)
-    if disarmed:
-        reasons.append("a check of a deliberately wrong answer passed: checks could not fail in this kernel")
-    return nb, reasons, disarmed
+@dataclass
+class Submission:
+    """Everything grading learns about one student's assignment, gathered in one place as it arrives."""
+
+    student: str
+    assignment: str
+    running: int = 0  # notebooks not back yet
+    static: list[str] = field(default_factory=list)  # what the reading of its code found (helpers.integrity)
+    events: list[dict] = field(default_factory=list)  # typed events from the driver (helpers.execution.Event)
+    verdicts: dict[str, dict] = field(default_factory=dict)  # notebook name -> grade_id -> verdict
+    broken: list[str] = field(default_factory=list)  # notebooks whose job itself failed
+
+    @property
+    def who(self) -> str:
+        return f"{self.student} / {self.assignment}"
+
+    def flags(self) -> list[str]:
+        return self.static + [e["message"] for e in self.events if e["kind"] == "tampering"]
+
+    def limits(self) -> list[str]:
+        """Resource limits and crashes: reported, never taken for tampering."""
+        notes = [e["message"] for e in self.events if e["kind"] in ("limit", "stopped")]
+        notes += [f"{name}: {grade_id} {v['message']}" for name, cells in self.verdicts.items()
+                  for grade_id, v in cells.items() if v["kind"] == "timeout"]
+        return notes
 
 
-def _mark(course: Path, assignment: str, student: str, zero: bool) -> None:
-    """Mark a flagged submission's autograded scores for manual review (and zero them when checks could not fail)."""
+def _apply_verdicts(course: Path, submission: Submission) -> None:
+    """Each test cell's score from its verdict, in the gradebook; flagged submissions are marked there."""
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        submission = gradebook.find_submission(assignment, student)
-        for notebook in submission.notebooks:
+        record = gradebook.find_submission(submission.assignment, submission.student)
+        for notebook in record.notebooks:
+            verdicts = submission.verdicts.get(f"{notebook.name}.ipynb", {})
             for grade in notebook.grades:
-                if grade.auto_score is not None and grade.cell.cell_type == "code":
-                    grade.needs_manual_grade = True
-                    if zero:
-                        grade.auto_score = 0
+                if grade.cell.cell_type == "code" and grade.auto_score is not None:  # a test cell
+                    verdict = verdicts.get(grade.name)
+                    grade.auto_score = grade.max_score if verdict and verdict.get("passed") is True else 0
+            notebook.flagged = bool(submission.flags())
         gradebook.db.commit()
 
 
 def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Options, log_dir) -> Outcome:
-    """Sanitise, execute and record each (student, assignment) in ``pending``."""
+    """Sanitise, execute and judge, and record each (student, assignment) in ``pending``."""
     from .sandbox import unavailable_reason
 
     if options.sandbox and not options.scheduler and unavailable_reason():
@@ -276,50 +303,46 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
 
             raise SandboxUnavailable(f"a Dask worker cannot grade in a sandbox: {executor.sandbox_problem()}")
         sanitiser, recorder, feedback = _sanitiser(course), _recorder(course), nbgrader_api(course)
-        futures, expected, static = {}, defaultdict(int), {}
+        futures = {}
         for student, assignment in pending:
+            submission = Submission(student, assignment)
             result = sanitiser.autograde(assignment, student)
             log = log_dir(assignment) / f"{student}.log"
             log.write_text(_strip_ansi(result.get("log", "") + result.get("error", "")))
             if not result["success"]:
-                outcome.problems.append(f"{student} / {assignment}: could not be prepared for grading, scored 0 — "
+                outcome.problems.append(f"{submission.who}: could not be prepared for grading, scored 0 — "
                                         f"see {log.relative_to(course)}")
                 continue
             for path in sorted((stage / "sanitized" / student / assignment).glob("*.ipynb")):
                 release = nbformat.read(course / "notebooks" / assignment / path.name, as_version=4)
-                sanitised = nbformat.read(path, as_version=4)
-                static[student, assignment] = integrity.suspicious_code(sanitised, release)
+                sanitised = rebuild(nbformat.read(path, as_version=4), release)
+                submission.static += integrity.suspicious_code(sanitised, release)
                 job = Job(key=f"{student}/{assignment}/{path.name}", notebook=nbformat.writes(sanitised),
-                          cell_timeout=cell_timeout, notebook_timeout=options.notebook_timeout,
-                          memory_limit=options.memory_limit, sandbox=options.sandbox, prelude=prelude(release),
-                          canaries=canaries(release))
-                futures[executor.submit(job)] = (student, assignment, path.name)
-                expected[student, assignment] += 1
+                          checks=checks_module(release), cell_timeout=cell_timeout,
+                          notebook_timeout=options.notebook_timeout, memory_limit=options.memory_limit,
+                          sandbox=options.sandbox)
+                futures[executor.submit(job)] = (submission, path.name)
+                submission.running += 1
         from distributed import as_completed
 
-        runtime = defaultdict(list)
-        disarmed = defaultdict(bool)
         for future in as_completed(list(futures)):
-            student, assignment, name = futures[future]
-            folder = stage / "executed" / student / assignment
+            submission, name = futures[future]
+            folder = stage / "executed" / submission.student / submission.assignment
             folder.mkdir(parents=True, exist_ok=True)
             try:
-                result = future.result()
+                result: Result = future.result()
             except Exception as error:  # the job itself broke (worker lost, kernel never started): 0, and said so
-                outcome.problems.append(f"{student} / {assignment}: {name} could not be run ({type(error).__name__}: "
+                submission.broken.append(name)
+                outcome.problems.append(f"{submission.who}: {name} could not be run ({type(error).__name__}: "
                                         f"{str(error)[:200]}), scored 0")
             else:
-                nb, reasons, checks_disarmed = _review(result)
-                nbformat.write(nb, folder / name)
-                runtime[student, assignment] += reasons
-                disarmed[student, assignment] |= checks_disarmed
-                outcome.timings.append((student, assignment, result.seconds, result.host))
-            expected[student, assignment] -= 1
-            if expected[student, assignment] == 0:
-                if _record(course, recorder, student, assignment, outcome, log_dir,
-                           static.get((student, assignment), []), runtime[student, assignment],
-                           disarmed[student, assignment]):
-                    write_feedback(course, feedback, student, assignment, outcome, log_dir)
+                nbformat.write(nbformat.reads(result.notebook, as_version=4), folder / name)
+                submission.events += result.events
+                submission.verdicts[name] = result.verdicts
+                outcome.timings.append((submission.student, submission.assignment, result.seconds, result.host))
+            submission.running -= 1
+            if submission.running == 0 and _record(course, recorder, submission, outcome, log_dir):
+                write_feedback(course, feedback, submission.student, submission.assignment, outcome, log_dir)
     finally:
         executor.close()
     outcome.wall = time.monotonic() - started
@@ -335,8 +358,9 @@ def write_feedback(course, writer, student, assignment, outcome, log_dir) -> Non
         outcome.problems.append(f"{student} / {assignment}: feedback could not be written — see {log.relative_to(course)}")
 
 
-def _record(course, recorder, student, assignment, outcome, log_dir, static, runtime, disarmed) -> bool:
-    """Record the scores of one executed submission; whether they were recorded."""
+def _record(course, recorder, submission: Submission, outcome, log_dir) -> bool:
+    """Record the scores of one executed submission from its verdicts; whether they were recorded."""
+    student, assignment = submission.student, submission.assignment
     folder = course / STAGE / "executed" / student / assignment
     if not any(folder.glob("*.ipynb")):
         return False
@@ -345,24 +369,21 @@ def _record(course, recorder, student, assignment, outcome, log_dir, static, run
         shutil.copy(timestamp, folder / "timestamp.txt")
     result = recorder.autograde(assignment, student)
     log = log_dir(assignment) / f"{student}.log"
+    flags, limits = submission.flags(), submission.limits()
     with log.open("a") as handle:
         handle.write(_strip_ansi(result.get("log", "") + result.get("error", "")))
-        handle.write("".join(f"\n[grader] {r}" for r in static + runtime))
+        handle.write("".join(f"\n[grader] {r}" for r in flags + limits))
     if not result["success"]:
-        outcome.problems.append(f"{student} / {assignment}: scores could not be recorded, scored 0 — "
+        outcome.problems.append(f"{submission.who}: scores could not be recorded, scored 0 — "
                                 f"see {log.relative_to(course)}")
         return False
-    timeouts = [r for r in runtime if "time limit" in r or "memory limit" in r or "kernel died" in r]
-    outcome.problems += [f"{student} / {assignment}: {r}" for r in timeouts]
-    from .course import _timeouts
-
-    outcome.problems += [f"{student} / {assignment}: {note}" for note in _timeouts(course / "autograded" / student / assignment)]
-    reasons = static + [r for r in runtime if r not in timeouts]
-    if reasons:
-        outcome.flagged[f"{student} / {assignment}"] = reasons + (
-            ["autograded scores set to 0 and marked for manual grading"] if disarmed
-            else ["autograded scores marked for manual grading"])
-        _mark(course, assignment, student, zero=disarmed)
+    _apply_verdicts(course, submission)
+    graded = course / "autograded" / student / assignment
+    (graded / "grading.json").write_text(json.dumps(
+        {"flags": flags, "limits": limits, "events": submission.events, "verdicts": submission.verdicts}, indent=1))
+    outcome.problems += [f"{submission.who}: {note}" for note in limits]
+    if flags:
+        outcome.flagged[submission.who] = flags + ["scores held out of the grade export until cleared (./kit review)"]
     return True
 
 

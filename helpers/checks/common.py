@@ -54,12 +54,17 @@ def silenced():
 
 def call(fn, *args, what: str | None = None, **kwargs):
     """Call the student's ``fn``; turn 'not implemented yet' and crashes into a clear failure."""
+    return _call(fn, args, kwargs, what)[0]
+
+
+def _call(fn, args, kwargs, what):
+    """``fn(*args, **kwargs)`` and the ids of its tensor arguments it changed in place (judged calls only)."""
     what = what or f"{getattr(fn, '__name__', 'your function')}(...)"
     try:
         if bridge.involves_kernel(fn, args, kwargs):  # judged: it runs in the student's kernel, quietly there
-            return bridge.call_in_kernel(fn, args, kwargs)
+            return bridge.run_in_kernel(fn, args, kwargs)
         with silenced():
-            return fn(*args, **kwargs)
+            return fn(*args, **kwargs), set()
     except NotImplementedError:
         fail(f"{what} is not implemented yet: replace `raise NotImplementedError()` with your code.")
     except CheckFailed:
@@ -134,9 +139,9 @@ def call_unchanged(fn, *args, what: str, **kwargs):
     updating ``centroids = init`` row by row): the notebook reuses its data after the call."""
     given = {**{f"argument number {i + 1}": a for i, a in enumerate(args)}, **{f"argument `{k}`": v for k, v in kwargs.items()}}
     copies = {name: a.clone() for name, a in given.items() if isinstance(a, torch.Tensor)}
-    result = call(fn, *args, what=what, **kwargs)
+    result, changed = _call(fn, args, kwargs, what)
     for name, copy in copies.items():
-        if not torch.equal(given[name], copy):
+        if id(given[name]) in changed or not torch.equal(given[name], copy):
             fail(f"{what} changed its {name} in place (e.g. `X -= X.mean(0)`, or `centroids = init` then "
                  "`centroids[j] = ...`): the caller's data are corrupted. Work on a new tensor (X = X - X.mean(0)) or "
                  "a copy (init.clone()).")
