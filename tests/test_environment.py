@@ -17,7 +17,9 @@ def names(lines):
 def test_requirements_and_environment_yml_agree():
     pip = names(l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#"))
     conda_deps = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
+    pip_section = [d for dep in conda_deps if isinstance(dep, dict) for d in dep.get("pip", [])]  # PyPI only
     conda = {CONDA_TO_PIP.get(n, n) for n in names(d for d in conda_deps if isinstance(d, str))} - CONDA_ONLY
+    conda |= names(pip_section)
     assert pip == conda, f"only in requirements.txt: {pip - conda}; only in environment.yml: {conda - pip}"
 
 
