@@ -32,5 +32,14 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
 from helpers.feedback import HideHiddenTests  # noqa: E402
+from helpers.review_html import SanitizedMarkdown, SanitizeOutputs  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+
+# Formgrader and feedback both render with this exporter: a submission's markdown and outputs reach
+# the page sanitised (nh3), so no student script runs in the instructor's Jupyter session or in a
+# feedback page (see helpers/review_html.py). The SVG of an output stays embedded as an <img>, where
+# it cannot run script.
+c.HTMLExporter.preprocessors = [SanitizeOutputs]
+c.HTMLExporter.filters = {"markdown2html": SanitizedMarkdown}
+c.HTMLExporter.skip_svg_encoding = False

