@@ -1,4 +1,5 @@
-"""The checkers of assignment 03 pass the reference and fail plausible wrong answers."""
+"""The checkers of assignment 03 pass the reference and fail plausible wrong answers, in the student's own kernel
+(local) and as grading runs them (judged: the answers live in a separate stand-in kernel, behind Remote handles)."""
 import math
 
 import pytest
@@ -6,7 +7,20 @@ import torch
 
 from conftest import fails
 from helpers import budgets
+from helpers.checks import CheckFailed
 from helpers.checks import a03 as checks
+
+
+@pytest.fixture(params=["local", "judged"])
+def student(request):
+    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
+    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
+
+
+def message(check, *args, **kwargs) -> str:
+    with pytest.raises(CheckFailed) as failure:
+        check(*args, **kwargs)
+    return str(failure.value)
 
 
 @pytest.fixture
@@ -38,10 +52,10 @@ def backward_style_sgld(energy, x0, n_steps, step_size, noise_std=None, clamp=No
     return x.detach().to(x0.dtype)
 
 
-def test_sgld_reference_and_other_style_pass(ref03):
+def test_sgld_reference_and_other_style_pass(ref03, student):
     for seed in (0, 1, 2):
-        checks.check_sgld_sample(ref03.sgld_sample, seed=seed)
-    checks.check_sgld_sample(backward_style_sgld, seed=3)
+        checks.check_sgld_sample(student(ref03.sgld_sample), seed=seed)
+    checks.check_sgld_sample(student(backward_style_sgld), seed=3)
 
 
 def make_sgld(sign=-1.0, grad_scale=1.0, noise=lambda h: math.sqrt(2 * h), default_by_or=False, clamp_each=True,
@@ -75,11 +89,11 @@ def make_sgld(sign=-1.0, grad_scale=1.0, noise=lambda h: math.sqrt(2 * h), defau
     (make_sgld(use_clamp=False), "ignores clamp"),
     (make_sgld(detach=False), "requires grad"),
 ])
-def test_sgld_wrong_fails(wrong, message):
-    fails(checks.check_sgld_sample, wrong, match=message)
+def test_sgld_wrong_fails(wrong, message, student):
+    fails(checks.check_sgld_sample, student(wrong), match=message)
 
 
-def test_sgld_updating_x0_in_place_fails():
+def test_sgld_updating_x0_in_place_fails(student):
     def in_place(energy, x0, n_steps, step_size, noise_std=None, clamp=None):
         std = math.sqrt(2 * step_size) if noise_std is None else noise_std
         x = x0.detach()  # shares memory with x0: every update below overwrites the caller's starting points
@@ -92,14 +106,14 @@ def test_sgld_updating_x0_in_place_fails():
                 x.clamp_(*clamp)
         return x.clone()
 
-    fails(checks.check_sgld_sample, in_place, match="in place")
+    fails(checks.check_sgld_sample, student(in_place), match="in place")
 
 
-def test_sgld_not_implemented_is_reported():
+def test_sgld_not_implemented_is_reported(student):
     def stub(energy, x0, n_steps, step_size, noise_std=None, clamp=None):
         raise NotImplementedError()
 
-    fails(checks.check_sgld_sample, stub, match="not implemented yet")
+    fails(checks.check_sgld_sample, student(stub), match="not implemented yet")
 
 
 # --------------------------------------------------------------- initial_chains
@@ -113,10 +127,10 @@ def numpy_style_chains(strategy, n, data, previous=None, noise_scale=5.0, genera
     return torch.empty(n, *data.shape[1:], dtype=data.dtype).normal_(0.0, noise_scale, generator=generator)
 
 
-def test_initial_chains_reference_and_other_style_pass(ref03):
+def test_initial_chains_reference_and_other_style_pass(ref03, student):
     for seed in (0, 1):
-        checks.check_initial_chains(ref03.initial_chains, seed=seed)
-    checks.check_initial_chains(numpy_style_chains, seed=2, n=3000, m=25)
+        checks.check_initial_chains(student(ref03.initial_chains), seed=seed)
+    checks.check_initial_chains(student(numpy_style_chains), seed=2, n=3000, m=25)
 
 
 def variant_chains(ref03, **change):
@@ -150,21 +164,21 @@ def variant_chains(ref03, **change):
     (dict(global_rng=True), "generator=generator"),
     (dict(float32=True), "keep the data's dtype"),
 ])
-def test_initial_chains_wrong_fails(ref03, change, message):
-    fails(checks.check_initial_chains, variant_chains(ref03, **change), match=message)
+def test_initial_chains_wrong_fails(ref03, change, message, student):
+    fails(checks.check_initial_chains, student(variant_chains(ref03, **change)), match=message)
 
 
 # --------------------------------------------------------------------- ebm_loss
-def test_ebm_loss_reference_and_other_style_pass(ref03):
-    checks.check_ebm_loss(ref03.ebm_loss)
-    checks.check_ebm_loss(ref03.ebm_loss, seed=3, n_data=4, n_model=11)
+def test_ebm_loss_reference_and_other_style_pass(ref03, student):
+    checks.check_ebm_loss(student(ref03.ebm_loss))
+    checks.check_ebm_loss(student(ref03.ebm_loss), seed=3, n_data=4, n_model=11)
 
     def one_pass(energy, x_data, x_model, alpha=0.0):
         e = energy(torch.cat([x_data, x_model]))
         e_data, e_model = e[:len(x_data)], e[len(x_data):]
         return e_data.mean() - e_model.mean() + alpha * (e_data.pow(2).mean() + e_model.pow(2).mean())
 
-    checks.check_ebm_loss(one_pass, seed=1)
+    checks.check_ebm_loss(student(one_pass), seed=1)
 
 
 def _loss_variant(kind):
@@ -196,8 +210,8 @@ def _loss_variant(kind):
     ("item", "scalar tensor"),
     ("detached data", "wrong gradient"),
 ])
-def test_ebm_loss_wrong_fails(kind, message):
-    fails(checks.check_ebm_loss, _loss_variant(kind), match=message)
+def test_ebm_loss_wrong_fails(kind, message, student):
+    fails(checks.check_ebm_loss, student(_loss_variant(kind)), match=message)
 
 
 # -------------------------------------------------------------------- train_ebm
@@ -221,8 +235,8 @@ def variant_trainer(ref03, **change):
     return train
 
 
-def test_train_ebm_reference_passes(ref03):
-    checks.check_train_ebm(ref03.train_ebm)
+def test_train_ebm_reference_passes(ref03, student):
+    checks.check_train_ebm(student(ref03.train_ebm))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -231,28 +245,28 @@ def test_train_ebm_reference_passes(ref03):
     (dict(fixed_lr=True), "lr argument"),
     (dict(sign=True), "away"),
 ])
-def test_train_ebm_wrong_fails(ref03, change, message):
-    fails(checks.check_train_ebm, variant_trainer(ref03, **change), match=message)
+def test_train_ebm_wrong_fails(ref03, change, message, student):
+    fails(checks.check_train_ebm, student(variant_trainer(ref03, **change)), match=message)
 
 
-def test_trained_ebm_2d_reference_passes(ref03, grade):
-    checks.check_trained_ebm_2d(ref03.train_ebm, ref03.sgld_sample)
+def test_trained_ebm_2d_reference_passes(ref03, grade, student):
+    checks.check_trained_ebm_2d(student(ref03.train_ebm), student(ref03.sgld_sample))
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(sign=True), "mode"),
     (dict(no_noise=True), "too narrow|mode"),
 ])
-def test_trained_ebm_2d_wrong_fails(ref03, short_checks, change, message):
-    fails(checks.check_trained_ebm_2d, variant_trainer(ref03, **change), ref03.sgld_sample, match=message)
+def test_trained_ebm_2d_wrong_fails(ref03, short_checks, change, message, student):
+    fails(checks.check_trained_ebm_2d, student(variant_trainer(ref03, **change)), student(ref03.sgld_sample), match=message)
 
 
 # -------------------------------------------------------------------- EnergyCNN
-def test_energy_cnn_reference_passes(ref03):
-    checks.check_energy_cnn(ref03.EnergyCNN)
+def test_energy_cnn_reference_passes(ref03, student):
+    checks.check_energy_cnn(student(ref03.EnergyCNN))
 
 
-def test_energy_cnn_wrong_fails(ref03):
+def test_energy_cnn_wrong_fails(ref03, student):
     class KeepsAxis(ref03.EnergyCNN):
         def forward(self, x):
             return self.net(x)
@@ -269,15 +283,26 @@ def test_energy_cnn_wrong_fails(ref03):
         def forward(self, x):
             return self.net(x.detach()).squeeze(-1)
 
-    fails(checks.check_energy_cnn, KeepsAxis, match="squeeze")
-    fails(checks.check_energy_cnn, WithBatchNorm, match="BatchNorm")
-    fails(checks.check_energy_cnn, DetachedInput, match="input image")
+    class UnusedLayer(ref03.EnergyCNN):
+        def __init__(self):
+            super().__init__()
+            self.extra = torch.nn.Linear(3, 3)
+
+    class NotAModule:
+        def __call__(self, x):
+            return x.flatten(1).sum(1)
+
+    fails(checks.check_energy_cnn, student(KeepsAxis), match="squeeze")
+    fails(checks.check_energy_cnn, student(WithBatchNorm), match="BatchNorm")
+    fails(checks.check_energy_cnn, student(DetachedInput), match="input image")
+    fails(checks.check_energy_cnn, student(UnusedLayer), match="receive no gradient")
+    fails(checks.check_energy_cnn, student(NotAModule), match="subclass torch.nn.Module")
 
 
 # ----------------------------------------------------------------- ReplayBuffer
-def test_replay_buffer_reference_passes(ref03):
-    checks.check_replay_buffer(ref03.ReplayBuffer)
-    checks.check_replay_buffer(ref03.ReplayBuffer, seed=9, capacity=50, n=3000)
+def test_replay_buffer_reference_passes(ref03, student):
+    checks.check_replay_buffer(student(ref03.ReplayBuffer))
+    checks.check_replay_buffer(student(ref03.ReplayBuffer), seed=9, capacity=50, n=3000)
 
 
 class ListBuffer:
@@ -300,8 +325,8 @@ class ListBuffer:
         return out
 
 
-def test_replay_buffer_other_style_passes():
-    checks.check_replay_buffer(ListBuffer)
+def test_replay_buffer_other_style_passes(student):
+    checks.check_replay_buffer(student(ListBuffer))
 
 
 def variant_buffer(**change):
@@ -311,7 +336,7 @@ def variant_buffer(**change):
             self.images = torch.empty(0, *self.shape)
 
         def push(self, x):
-            images = torch.cat([self.images, x.detach().float()])
+            images = torch.cat([self.images, x.float() if change.get("keep_graph") else x.detach().float()])
             if change.get("no_capacity"):
                 self.images = images
             elif change.get("keep_oldest"):
@@ -347,14 +372,15 @@ def variant_buffer(**change):
     (dict(keep_prob=True), "stored image"),
     (dict(per_pixel=True), "mix stored pixels"),
     (dict(global_rng=True), "generator"),
+    (dict(keep_graph=True), "store detached copies"),
 ])
-def test_replay_buffer_wrong_fails(change, message):
-    fails(checks.check_replay_buffer, variant_buffer(**change), match=message)
+def test_replay_buffer_wrong_fails(change, message, student):
+    fails(checks.check_replay_buffer, student(variant_buffer(**change)), match=message)
 
 
 # -------------------------------------------------------------------- MNIST EBM
-def test_mnist_ebm_reference_passes(ref03, grade):
-    checks.check_mnist_ebm(ref03.EnergyCNN, ref03.ReplayBuffer, ref03.train_mnist_ebm)
+def test_mnist_ebm_reference_passes(ref03, grade, student):
+    checks.check_mnist_ebm(student(ref03.EnergyCNN), student(ref03.ReplayBuffer), student(ref03.train_mnist_ebm))
 
 
 def variant_mnist_trainer(ref03, **change):
@@ -382,9 +408,9 @@ def variant_mnist_trainer(ref03, **change):
     (dict(sign=True), "loss sign is flipped"),
     (dict(no_step=True), "barely moved"),
 ])
-def test_mnist_ebm_wrong_fails(ref03, short_checks, change, message):
-    fails(checks.check_mnist_ebm, ref03.EnergyCNN, ref03.ReplayBuffer, variant_mnist_trainer(ref03, **change),
-          match=message)
+def test_mnist_ebm_wrong_fails(ref03, short_checks, change, message, student):
+    fails(checks.check_mnist_ebm, student(ref03.EnergyCNN), student(ref03.ReplayBuffer),
+          student(variant_mnist_trainer(ref03, **change)), match=message)
 
 
 # ------------------------------------------------------------ compose_energies
@@ -418,10 +444,10 @@ def make_compose(and_=None, or_=None, not_=None, check_two=True):
     return compose
 
 
-def test_compose_energies_reference_and_other_style_pass(ref03):
+def test_compose_energies_reference_and_other_style_pass(ref03, student):
     for seed in (0, 1, 2):
-        checks.check_compose_energies(ref03.compose_energies, seed=seed)
-    checks.check_compose_energies(stacked_style, seed=3)
+        checks.check_compose_energies(student(ref03.compose_energies), seed=seed)
+    checks.check_compose_energies(student(stacked_style), seed=3)
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -438,5 +464,33 @@ def test_compose_energies_reference_and_other_style_pass(ref03):
     (make_compose(or_=lambda E, a: -torch.logsumexp(-E, 0).detach()), "detached"),
     (make_compose(check_two=False), "ValueError"),
 ])
-def test_compose_energies_wrong_fails(wrong, message):
-    fails(checks.check_compose_energies, wrong, match=message)
+def test_compose_energies_wrong_fails(wrong, message, student):
+    fails(checks.check_compose_energies, student(wrong), match=message)
+
+
+# ------------------------------------------------------------ judged = local
+class DetachedInputCNN(torch.nn.Module):
+    """An energy that ignores its input's gradient: the check's probe must see it in the kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 1))
+
+    def forward(self, x):
+        return self.net(x.detach()).squeeze(-1)
+
+
+@pytest.mark.parametrize("check, wrong", [
+    (checks.check_sgld_sample, lambda ref: make_sgld(noise=lambda h: math.sqrt(h))),
+    (checks.check_initial_chains, lambda ref: variant_chains(ref, unit_noise=True)),
+    (checks.check_ebm_loss, lambda ref: _loss_variant("detached data")),
+    (checks.check_ebm_loss, lambda ref: _loss_variant("sign")),
+    (checks.check_train_ebm, lambda ref: variant_trainer(ref, restart=True)),
+    (checks.check_energy_cnn, lambda ref: DetachedInputCNN),
+    (checks.check_replay_buffer, lambda ref: variant_buffer(per_pixel=True)),
+    (checks.check_compose_energies, lambda ref: make_compose(or_=lambda E, a: -torch.logsumexp(-E, 0).detach())),
+    (checks.check_compose_energies, lambda ref: make_compose(not_=lambda E, a: E[0] + a * E[1])),
+])
+def test_judged_message_is_the_local_message(ref03, judged, check, wrong):
+    answer = wrong(ref03)
+    assert message(check, judged(answer)) == message(check, answer)

@@ -5,6 +5,13 @@ on a Gaussian energy (after ``n`` steps its mean and variance have closed
 forms), training loops against closed-form maximum-likelihood answers or
 against what stays stable across seeds (see MEASUREMENTS.md), and the MNIST
 model by how it ranks real digits against noise.
+
+When grading, the student's objects are handles to a separate kernel and
+results come back as plain data without a graph (helpers/bridge.py). So what
+needs autograd through the student's output (a loss's gradients, an energy's
+gradient in x) is measured by a small module-level probe (``_probe_*``) run
+through ``call``, where the graph lives; it returns raw numbers and tensors,
+and every comparison, tolerance and message stays in the check.
 """
 from __future__ import annotations
 
@@ -17,8 +24,8 @@ from sklearn.metrics import roc_auc_score
 
 from ..budgets import budget
 from ..data import load_mnist
-from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, max_abs_diff,
-                     passed, silenced)
+from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, is_instance,
+                     max_abs_diff, passed, silenced)
 
 MODES = ((2.5, 2.5), (-2.5, -2.5))  # the two unit Gaussians of the 2-D data
 MNIST_MIN_AUROC = 0.99  # measured: 1.000 on every seed after the check's training
@@ -278,6 +285,16 @@ class _FixedEnergy(torch.nn.Module):
         return self.net(x).squeeze(-1)
 
 
+def _probe_ebm_loss(ebm_loss, energy, x_data, x_model, **kwargs):
+    """The loss as returned and, when it is a scalar with a graph, its gradients in the energy's parameters (None
+    for a parameter it does not reach). Runs where the loss's graph is: in the student's kernel when judged."""
+    loss = ebm_loss(energy, x_data, x_model, **kwargs)
+    grads = None
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.requires_grad:
+        grads = list(torch.autograd.grad(loss, list(energy.parameters()), allow_unused=True))
+    return loss, grads
+
+
 def check_ebm_loss(ebm_loss, seed: int = 0, n_data: int = 7, n_model: int = 5) -> None:
     """The value and parameter gradients of mean E(data) − mean E(model) + α·(mean E(data)² + mean E(model)²)."""
     g = generator(seed)
@@ -292,7 +309,7 @@ def check_ebm_loss(ebm_loss, seed: int = 0, n_data: int = 7, n_model: int = 5) -
         e_d, e_m, expected = e_d.detach(), e_m.detach(), expected.detach()
         kwargs = {} if alpha is None else {"alpha": alpha}
         what = f"ebm_loss(energy, x_data, x_model{'' if alpha is None else f', alpha={alpha}'})"
-        loss = call(ebm_loss, energy, x_data.clone(), x_model.clone(), what=what, **kwargs)
+        loss, got_grads = call(_probe_ebm_loss, ebm_loss, energy, x_data.clone(), x_model.clone(), what=what, **kwargs)
         expect(isinstance(loss, torch.Tensor) and loss.numel() == 1,
                f"{what} should return a scalar tensor (so that loss.backward() works), got {type(loss).__name__}"
                + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "") + ".")
@@ -315,7 +332,6 @@ def check_ebm_loss(ebm_loss, seed: int = 0, n_data: int = 7, n_model: int = 5) -
                  f"mean E(x_model)²) = {float(expected):.6g}.")
         expect(loss.requires_grad, f"{what} is detached from the network (did you call .item() or .detach()?): "
                                    "the optimiser needs its gradient.")
-        got_grads = torch.autograd.grad(loss, list(energy.parameters()), allow_unused=True)
         for p_got, p_expected in zip(got_grads, expected_grads):
             expect(p_got is not None and max_abs_diff(p_got, p_expected) < 1e-8,
                    f"{what} has the right value but the wrong gradient with respect to the network's parameters: "
@@ -449,11 +465,24 @@ def check_trained_ebm_2d(train_ebm, sgld_sample, seed: int = 0) -> None:
 
 
 # ------------------------------------------------------------------- MNIST
+def _probe_cnn_gradients(model, x):
+    """In train mode: ∇ₓ of the summed energies (None when they do not depend on x), then, after a backward pass of
+    the energies of x.detach(), each trainable parameter's gradient size (None when none reached it)."""
+    model.train()
+    x = x.clone().requires_grad_(True)
+    total = model(x).sum()
+    if not total.requires_grad:
+        return None, None
+    (grad,) = torch.autograd.grad(total, x, allow_unused=True)
+    model(x.detach()).sum().backward()
+    return grad, [None if p.grad is None else float(p.grad.abs().sum()) for p in model.parameters() if p.requires_grad]
+
+
 def check_energy_cnn(EnergyCNN, seed: int = 0) -> None:
     """[B, 1, 28, 28] -> [B], finite, one energy per image whatever the batch, gradients to the input and the weights."""
     torch.manual_seed(seed)
     model = call(EnergyCNN, what="EnergyCNN()")
-    expect(isinstance(model, torch.nn.Module), "EnergyCNN should subclass torch.nn.Module.")
+    expect(is_instance(model, torch.nn.Module), "EnergyCNN should subclass torch.nn.Module.")
     x = torch.rand(6, 1, 28, 28, generator=generator(seed)) * 2 - 1
     x[3:] = 1.0  # very different batch-mates: batch statistics would move the first images' energies a lot
     for mode in ("train", "eval"):
@@ -469,14 +498,11 @@ def check_energy_cnn(EnergyCNN, seed: int = 0) -> None:
         expect(max_abs_diff(alone, energies[:2]) <= 1e-2 * float(energies.std()) + 1e-6,
                f"in {mode} mode the energy of an image depends on the other images in the batch: no BatchNorm or "
                "dropout — Langevin sampling needs E(x) to be a fixed function of x alone.")
-    model.train()
-    x = x.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(model(x).sum(), x, allow_unused=True)
+    grad, weight_grads = call(_probe_cnn_gradients, model, x, what="EnergyCNN()(x) with gradients")
     expect(grad is not None and float(grad.abs().sum()) > 0,
            "the energy has no gradient with respect to the input image: Langevin sampling needs ∇ₓE(x) "
            "(do not detach, round or argmax inside the model).")
-    model(x.detach()).sum().backward()
-    expect(all(p.grad is not None for p in model.parameters() if p.requires_grad),
+    expect(all(size is not None for size in weight_grads),
            "some parameters of EnergyCNN receive no gradient from the energy: are all layers used in forward?")
     passed("EnergyCNN: [B, 1, 28, 28] -> [B], per-image energies, gradients to the input and every weight")
 
@@ -549,14 +575,19 @@ def check_replay_buffer(ReplayBuffer, seed: int = 0, capacity: int = 100, n: int
     passed(f"ReplayBuffer: uniform noise in [-1, 1], a reinit_prob share of noise, FIFO capacity {capacity}, reproducible")
 
 
-def energy_separation(model, real: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
-    """(AUROC, mean energy gap) of the energy for telling ``other`` (the positive class, which should get the
-    higher energy) from ``real``."""
+def _probe_energies(model, images):
+    """The model's energies of ``images`` in eval mode, without a graph, computed on the model's own device."""
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
-        e_real = torch.cat([model(x.to(device)).cpu() for x in real.split(500)])
-        e_other = torch.cat([model(x.to(device)).cpu() for x in other.split(500)])
+        return torch.cat([model(x.to(device)).cpu() for x in images.split(500)])
+
+
+def energy_separation(model, real: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
+    """(AUROC, mean energy gap) of the energy for telling ``other`` (the positive class, which should get the
+    higher energy) from ``real``."""
+    e_real = as_tensor(call(_probe_energies, model, real, what="the trained EnergyCNN on test digits"), "energies")
+    e_other = as_tensor(call(_probe_energies, model, other, what="the trained EnergyCNN on noise"), "energies")
     labels = np.r_[np.zeros(len(e_real)), np.ones(len(e_other))]
     return float(roc_auc_score(labels, torch.cat([e_real, e_other]).double().numpy())), float(e_other.mean() - e_real.mean())
 
@@ -603,12 +634,22 @@ def _composition_energies():
             GaussianEnergy([0.5, -2.0], [1.2, 1.0])]
 
 
+def _probe_energy_and_gradient(composed, x):
+    """composed(x) as returned and, when it is a tensor with a graph, the gradient of its sum in x (None when it
+    does not depend on x)."""
+    x = x.clone().requires_grad_(True)
+    out = composed(x)
+    grad = None
+    if isinstance(out, torch.Tensor) and out.requires_grad:
+        (grad,) = torch.autograd.grad(out.sum(), x, allow_unused=True)
+    return out, grad
+
+
 def _composed(compose_energies, energies, op, x, what, **kwargs):
     """The composed energy of x (float64 [B]) and its gradient in x, after the usual checks on the output."""
     composed = call(compose_energies, energies, op, what=what, **kwargs)
     expect(callable(composed), f"{what} should return a function x -> energies [B], got {type(composed).__name__}.")
-    x = x.clone().requires_grad_(True)
-    out = call(composed, x, what=f"{what}(x)")
+    out, grad = call(_probe_energy_and_gradient, composed, x, what=f"{what}(x)")
     expect(isinstance(out, torch.Tensor), f"{what}(x) should return a tensor, got {type(out).__name__}.")
     expect_shape(out, (len(x),), f"{what}(x) for x of shape {tuple(x.shape)}")
     expect(out.dtype == x.dtype, f"{what}(x) returned {out.dtype} for {x.dtype} input: keep the dtype.")
@@ -616,9 +657,8 @@ def _composed(compose_energies, energies, op, x, what, **kwargs):
            f"{what}(x) returned inf or NaN for energies of a few thousand"
            + (": exp(−E) underflows to 0 (or overflows); compute −log Σ exp(−Eᵢ) with torch.logsumexp." if op == "or"
               else "."))
-    expect(out.requires_grad, f"{what}(x) is detached from x: sgld_sample needs its gradient ∇ₓE (no .item(), "
-                              ".detach() or NumPy inside).")
-    (grad,) = torch.autograd.grad(out.sum(), x)
+    expect(out.requires_grad and grad is not None, f"{what}(x) is detached from x: sgld_sample needs its gradient ∇ₓE "
+                                                   "(no .item(), .detach() or NumPy inside).")
     return out.detach().double(), grad.double()
 
 
