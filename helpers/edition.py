@@ -25,7 +25,7 @@ NAME = "learning-without-labels"
 # Every module of helpers/ is in exactly one list (tests/test_edition.py checks), so a new
 # module is shipped to students only when someone decides it should be.
 STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotting.py", "noise.py", "quality.py",
-                   "score_unet.py", "handin.py", "handin.tex.j2", "feedback.py", "checks")
+                   "score_unet.py", "handin.py", "pdf_export.py", "feedback.py", "checks")
 INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py", "grading.py",
                       "execution.py", "sandbox.py", "limits.py", "integrity.py",
                       "review_html.py")
