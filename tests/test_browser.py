@@ -1,5 +1,8 @@
 """Both sides in a real browser (headless Chromium): the student's JupyterLab and the instructor's formgrader.
 
+The review pages of a hostile submission (formgrader's view and the feedback page) run none of its
+scripts; the payloads are those of tests/test_review_pages.py.
+
 ``COURSE_SCREENSHOTS=docs`` saves the screenshots the README shows.
 """
 import contextlib
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from classroom import ASSIGNMENT, student_env, without_markers
+from classroom import ASSIGNMENT, NOTEBOOK, student_env, without_markers
 
 from helpers import course, edition, grades_export
 
@@ -100,6 +103,16 @@ def status(url) -> int:
         return error.code
 
 
+def log_in(driver, url, token):
+    """Formgrader's pages and their requests need the login cookie."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(f"{url}/login")
+    driver.find_element(By.ID, "password_input").send_keys(token, Keys.ENTER)
+    wait_for(driver, lambda d: "/login" not in d.current_url)
+
+
 def manual_grade(course_dir):
     from nbgrader.api import Gradebook
 
@@ -152,9 +165,7 @@ def test_instructor_grades_a_written_answer_in_formgrader(browser, hub_course, t
         submission = gradebook.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, "alice").id
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     with jupyter([sys.executable, "-m", "jupyter", "lab"], course_dir, env, tmp_path / "lab.log") as (url, token):
-        browser.get(f"{url}/login")  # formgrader's pages and their requests need the login cookie
-        browser.find_element(By.ID, "password_input").send_keys(token, Keys.ENTER)
-        wait_for(browser, lambda d: "/login" not in d.current_url)
+        log_in(browser, url, token)
         browser.get(f"{url}/formgrader/gradebook/{ASSIGNMENT}/{ASSIGNMENT}")
         wait_for(browser, lambda d: d.find_elements(By.PARTIAL_LINK_TEXT, "Submission"))
         browser.get(f"{url}/formgrader/submissions/{submission}/?index=0")
@@ -169,3 +180,75 @@ def test_instructor_grades_a_written_answer_in_formgrader(browser, hub_course, t
     grades = grades_export.export("csv", tmp_path / "grades.csv", course=course_dir)
     rows = grades.read_text().splitlines()
     assert rows[1] == f"alice,3.5,2,1.5,"  # total, autograded, manual; nothing left to grade by hand
+
+
+# What on the page could still run a payload, and whether one did (each records itself in window.pwned).
+LIVE_PAYLOADS = """
+const live = [];
+for (const element of document.querySelectorAll('*')) {
+  for (const attribute of element.attributes) {
+    const value = attribute.value.trim().toLowerCase();
+    if ((attribute.name.startsWith('on') && value.includes('pwned')) || value.startsWith('javascript:'))
+      live.push(element.tagName + ' ' + attribute.name);
+  }
+}
+for (const element of document.querySelectorAll('script, style'))
+  if (element.textContent.includes('pwned')) live.push(element.tagName);
+for (const element of document.querySelectorAll('iframe, object, embed, form')) live.push(element.tagName);
+return {live: live, ran: window.pwned || [], title: document.title};
+"""
+
+
+def settled(driver):
+    """Wait until the page and its images have loaded and the error events of broken ones were dispatched."""
+    wait_for(driver, lambda d: d.execute_script(
+        "return document.readyState === 'complete' && Array.from(document.images).every(i => i.complete)"), timeout=60)
+    # An image the test adds now fails after the page's own: once its handler ran, theirs had their turn.
+    driver.execute_script("const probe = new Image(); probe.onerror = () => { window.probed = true }; probe.src = 'x:'")
+    wait_for(driver, lambda d: d.execute_script("return window.probed === true"), timeout=60)
+
+
+def assert_inert_and_complete(driver):
+    from selenium.webdriver.common.by import By
+    from test_review_pages import HEADING, MATHS
+
+    for link in driver.find_elements(By.LINK_TEXT, "click me"):
+        link.click()  # a javascript: link would run now
+    settled(driver)
+    state = driver.execute_script(LIVE_PAYLOADS)
+    assert state["live"] == [] and state["ran"] == [] and "pwned" not in state["title"], state
+    heading = driver.find_element(By.XPATH, f"//h2[contains(., '{HEADING}')]")
+    assert heading.is_displayed()  # no student style hid the page
+    figures = driver.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png']")
+    assert len(figures) >= 2 and all(driver.execute_script("return arguments[0].naturalWidth > 0", f) for f in figures)
+    assert MATHS in driver.page_source or driver.find_elements(By.CSS_SELECTOR, ".MathJax")  # TeX, or typeset
+
+
+def test_review_pages_of_a_hostile_submission_run_no_script(browser, hub_course, tmp_path):
+    """alice's autograded notebook made hostile (written answer, outputs, test cell), then viewed by the
+    instructor in formgrader and rendered to feedback by nbgrader as ./kit grade does."""
+    from nbgrader.api import Gradebook
+    from selenium.webdriver.common.by import By
+    from test_review_pages import HIDDEN_LINE, make_hostile, png
+
+    from helpers.grading import nbgrader_api
+
+    course_dir = shutil.copytree(hub_course[0], tmp_path / "course")
+    graded = course_dir / "autograded" / "alice" / ASSIGNMENT / NOTEBOOK
+    nb = make_hostile(nbformat.read(graded, as_version=4), png(), "written_pca", "test_standardize", "standardize")
+    nbformat.write(nb, graded)
+    result = nbgrader_api(course_dir).generate_feedback(ASSIGNMENT, "alice")
+    assert result["success"], result
+    feedback = course_dir / "feedback" / "alice" / ASSIGNMENT / f"{ASSIGNMENT}.html"
+    assert HIDDEN_LINE not in feedback.read_text() and "printed by the student" not in feedback.read_text()
+    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}") as gradebook:
+        submission = gradebook.find_submission_notebook(ASSIGNMENT, ASSIGNMENT, "alice").id
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    with jupyter([sys.executable, "-m", "jupyter", "lab"], course_dir, env, tmp_path / "lab.log") as (url, token):
+        log_in(browser, url, token)
+        browser.get(f"{url}/formgrader/submissions/{submission}/?index=0")
+        wait_for(browser, lambda d: d.find_element(By.ID, "written_pca"))  # the written answer's score field
+        assert_inert_and_complete(browser)
+    browser.get(feedback.as_uri())
+    assert_inert_and_complete(browser)
+    assert "✔" in browser.page_source and "should have mean 0" in browser.page_source
