@@ -1,4 +1,5 @@
-"""The checkers of assignment 01 pass the reference and fail plausible wrong answers."""
+"""The checkers of assignment 01 pass the reference and fail plausible wrong answers, in the student's own kernel
+(local) and as grading runs them (judged: the answers live in a separate stand-in kernel, behind Remote handles)."""
 import copy
 
 import pytest
@@ -6,23 +7,31 @@ import torch
 from torch import nn
 
 from conftest import fails
+from helpers.checks import CheckFailed
 from helpers.checks import a01 as checks
 
 
+@pytest.fixture(params=["local", "judged"])
+def student(request):
+    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
+    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
+
+
 # ------------------------------------------------------------------ standardize
-def test_standardize_reference_passes(ref01):
+def test_standardize_reference_passes(ref01, student):
+    standardize = student(ref01.standardize)
     for seed in range(5):
-        checks.check_standardize(ref01.standardize, seed=seed)
+        checks.check_standardize(standardize, seed=seed)
 
 
-def test_standardize_alternative_styles_pass():
+def test_standardize_alternative_styles_pass(student):
     def numpy_style(X):
         import numpy as np
         a = np.asarray(X, dtype=np.float64)
         return (a - a.mean(0)) / a.std(0)
 
-    checks.check_standardize(numpy_style)
-    checks.check_standardize(lambda X: (X - X.mean(0)) / torch.sqrt(((X - X.mean(0)) ** 2).mean(0)))
+    checks.check_standardize(student(numpy_style))
+    checks.check_standardize(student(lambda X: (X - X.mean(0)) / torch.sqrt(((X - X.mean(0)) ** 2).mean(0))))
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -31,33 +40,33 @@ def test_standardize_alternative_styles_pass():
     (lambda X: (X - X.mean(0)) / X.std(), "std 1"),
     (lambda X: (X - X.mean(1, keepdim=True)) / X.std(1, correction=0, keepdim=True), "mean 0"),
 ])
-def test_standardize_wrong_fails(wrong, message):
-    fails(checks.check_standardize, wrong, match=message)
+def test_standardize_wrong_fails(wrong, message, student):
+    fails(checks.check_standardize, student(wrong), match=message)
 
 
-def test_standardize_in_place_fails():
+def test_standardize_in_place_fails(student):
     def in_place(X):
         X -= X.mean(0)
         X /= X.std(0, correction=0)
         return X
 
-    fails(checks.check_standardize, in_place, match="in place")
+    fails(checks.check_standardize, student(in_place), match="in place")
 
 
-def test_pca_centring_in_place_fails():
+def test_pca_centring_in_place_fails(student):
     def in_place(X, k):
         X -= X.mean(0)
         _, s, vt = torch.linalg.svd(X, full_matrices=False)
         return vt[:k], (s**2 / (s**2).sum())[:k], X @ vt[:k].T
 
-    fails(checks.check_pca, in_place, match="in place")
+    fails(checks.check_pca, student(in_place), match="in place")
 
 
-def test_not_implemented_is_reported():
+def test_not_implemented_is_reported(student):
     def stub(X):
         raise NotImplementedError()
 
-    fails(checks.check_standardize, stub, match="not implemented yet")
+    fails(checks.check_standardize, student(stub), match="not implemented yet")
 
 
 # -------------------------------------------------------------------------- pca
@@ -78,17 +87,18 @@ def sklearn_like_numpy_pca(X, k):
 
 
 @pytest.mark.parametrize("style", ["reference", "eigh", "numpy", "flipped signs"])
-def test_pca_correct_styles_pass(ref01, style):
+def test_pca_correct_styles_pass(ref01, style, student):
     fn = {"reference": ref01.pca, "eigh": eigh_pca, "numpy": sklearn_like_numpy_pca}.get(style)
     if style == "flipped signs":
         def fn(X, k):
             c, r, p = ref01.pca(X, k)
             signs = torch.tensor([(-1.0) ** i for i in range(k)], dtype=X.dtype)
             return c * signs[:, None], r, p * signs
+    fn = student(fn)
     for seed in range(3):
         checks.check_pca(fn, seed=seed, ks=(1, 2, 5))
     checks.check_pca(fn, seed=9, n=8, d=6, ks=(4,))
-    checks.check_pca_penguins(fn, ref01.standardize)
+    checks.check_pca_penguins(fn, student(ref01.standardize))
 
 
 def uncentred(X, k):
@@ -132,22 +142,23 @@ def scales_inside(X, k):
     (projection_uncentred, "without centring"),
     (scales_inside, "standardized data"),
 ])
-def test_pca_wrong_fails(wrong, message):
-    fails(checks.check_pca, wrong, match=message)
+def test_pca_wrong_fails(wrong, message, student):
+    fails(checks.check_pca, student(wrong), match=message)
 
 
-def test_pca_penguins_needs_standardized_sorted_pca(ref01):
-    checks.check_pca_penguins(ref01.pca, ref01.standardize)
-    fails(checks.check_pca_penguins, ref01.pca, lambda X: X - X.mean(0), match="68.63")
-    fails(checks.check_pca_penguins, unsorted, ref01.standardize, match="68.63")
+def test_pca_penguins_needs_standardized_sorted_pca(ref01, student):
+    pca, standardize = student(ref01.pca), student(ref01.standardize)
+    checks.check_pca_penguins(pca, standardize)
+    fails(checks.check_pca_penguins, pca, student(lambda X: X - X.mean(0)), match="68.63")
+    fails(checks.check_pca_penguins, student(unsorted), standardize, match="68.63")
 
 
 # ----------------------------------------------------------------- autoencoder
-def test_autoencoder_reference_passes(ref01):
-    checks.check_autoencoder(ref01.Autoencoder)
+def test_autoencoder_reference_passes(ref01, student):
+    checks.check_autoencoder(student(ref01.Autoencoder))
 
 
-def test_autoencoder_cnn_passes():
+def test_autoencoder_cnn_passes(student):
     class ConvAutoencoder(nn.Module):
         def __init__(self, latent_dim=2):
             super().__init__()
@@ -164,10 +175,11 @@ def test_autoencoder_cnn_passes():
         def forward(self, x):
             return self.decode(self.encode(x))
 
-    checks.check_autoencoder(ConvAutoencoder)
+    checks.check_autoencoder(student(ConvAutoencoder))
 
 
-def test_autoencoder_wrong_fail(ref01):
+def wrong_autoencoders(ref01) -> dict:
+    """Plausible mistakes in the Autoencoder class, by the message they must get."""
     class NoSigmoid(ref01.Autoencoder):
         def decode(self, z):
             return self.decoder[:-2](z).reshape(-1, 1, 28, 28)
@@ -180,14 +192,36 @@ def test_autoencoder_wrong_fail(ref01):
         def decode(self, z):
             return super().decode(z).flatten(1)
 
-    fails(checks.check_autoencoder, NoSigmoid, match=r"\[0, 1\]")
-    fails(checks.check_autoencoder, FixedLatent, match="latent_dim=3")
-    fails(checks.check_autoencoder, FlatOutput, match="shape")
+    class Detached(ref01.Autoencoder):
+        def forward(self, x):
+            with torch.no_grad():
+                return super().forward(x)
+
+    class NotAModule:  # the layers of a module, without nn.Module
+        def __init__(self, latent_dim=2):
+            self.inner = ref01.Autoencoder(latent_dim)
+
+        def encode(self, x):
+            return self.inner.encode(x)
+
+        def decode(self, z):
+            return self.inner.decode(z)
+
+        def __call__(self, x):
+            return self.inner(x)
+
+    return {r"\[0, 1\]": NoSigmoid, "latent_dim=3": FixedLatent, "shape": FlatOutput, "is the output detached": Detached,
+            "subclass torch.nn.Module": NotAModule}
+
+
+def test_autoencoder_wrong_fail(ref01, student):
+    for message, wrong in wrong_autoencoders(ref01).items():
+        fails(checks.check_autoencoder, student(wrong), match=message)
 
 
 # ---------------------------------------------------------------- early stopping
-def test_early_stopping_reference_passes(ref01):
-    checks.check_early_stopping(ref01.EarlyStopping)
+def test_early_stopping_reference_passes(ref01, student):
+    checks.check_early_stopping(student(ref01.EarlyStopping))
 
 
 def make_stopper(improved, stop):
@@ -210,14 +244,15 @@ def make_stopper(improved, stop):
     (lambda new, best: new < best, lambda bad, p: bad >= p - 1, "too early"),    # one call early
     (lambda new, best: new < best - 0.2, lambda bad, p: bad >= p, "best_loss"),  # min_delta nobody asked for
 ])
-def test_early_stopping_wrong_fails(improved, stop, message):
-    fails(checks.check_early_stopping, make_stopper(improved, stop), match=message)
+def test_early_stopping_wrong_fails(improved, stop, message, student):
+    fails(checks.check_early_stopping, student(make_stopper(improved, stop)), match=message)
 
 
 # ------------------------------------------------------------ reconstruction mse
-def test_reconstruction_mse_reference_passes(ref01):
-    checks.check_reconstruction_mse(ref01.reconstruction_mse)
-    checks.check_reconstruction_mse(ref01.reconstruction_mse, seed=3, n=70, batch_size=16)
+def test_reconstruction_mse_reference_passes(ref01, student):
+    reconstruction_mse = student(ref01.reconstruction_mse)
+    checks.check_reconstruction_mse(reconstruction_mse)
+    checks.check_reconstruction_mse(reconstruction_mse, seed=3, n=70, batch_size=16)
 
 
 def evaluated(fn):
@@ -237,29 +272,32 @@ def evaluated(fn):
     evaluated(lambda model, batches, loader: sum(float(nn.functional.mse_loss(model(x), x)) * len(x) for x, _ in batches)
               / sum(len(x) for x, _ in batches)),
 ])
-def test_reconstruction_mse_other_styles_pass(style):
+def test_reconstruction_mse_other_styles_pass(style, student):
+    style = student(style)
     checks.check_reconstruction_mse(style)
     checks.check_reconstruction_mse(style, seed=5, n=70, batch_size=16)
 
 
-def test_reconstruction_mse_wrong_fails():
-    summed = evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).sum()) for x, _ in batches)
-                       / sum(len(x) for x, _ in batches))
-    batch_sums = evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).mean()) for x, _ in batches))
-    mean_of_batch_means = evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).mean()) for x, _ in batches)
-                                    / len(batches))
-    full_batches_only = evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).sum()) for x, _ in batches)
-                                  / (len(batches) * len(batches[0][0]) * 784))
+def training_mode_mse(model, loader):
+    with torch.no_grad():
+        return float(torch.cat([((model(x) - x) ** 2).flatten() for x, _ in loader]).mean())
 
-    def training_mode(model, loader):
-        with torch.no_grad():
-            return float(torch.cat([((model(x) - x) ** 2).flatten() for x, _ in loader]).mean())
 
-    fails(checks.check_reconstruction_mse, summed, match="summed over pixels")
-    fails(checks.check_reconstruction_mse, batch_sums, match="number of batches")
-    fails(checks.check_reconstruction_mse, mean_of_batch_means, match="mean of the per-batch means")
-    fails(checks.check_reconstruction_mse, full_batches_only, match="short last batch")
-    fails(checks.check_reconstruction_mse, training_mode, match="evaluation mode")
+WRONG_RECONSTRUCTION_MSE = {  # by the message they must get
+    "summed over pixels": evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).sum()) for x, _ in batches)
+                                    / sum(len(x) for x, _ in batches)),
+    "number of batches": evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).mean()) for x, _ in batches)),
+    "mean of the per-batch means": evaluated(lambda model, batches, loader:
+                                             sum(float(((model(x) - x) ** 2).mean()) for x, _ in batches) / len(batches)),
+    "short last batch": evaluated(lambda model, batches, loader: sum(float(((model(x) - x) ** 2).sum()) for x, _ in batches)
+                                  / (len(batches) * len(batches[0][0]) * 784)),
+    "evaluation mode": training_mode_mse,
+}
+
+
+def test_reconstruction_mse_wrong_fails(student):
+    for message, wrong in WRONG_RECONSTRUCTION_MSE.items():
+        fails(checks.check_reconstruction_mse, student(wrong), match=message)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (CUDA) to put the model on")
@@ -273,8 +311,8 @@ def test_reconstruction_mse_ignoring_the_device_fails():
 
 
 # ------------------------------------------------------------ train_autoencoder
-def test_train_autoencoder_reference_passes(ref01):
-    checks.check_train_autoencoder(ref01.train_autoencoder, ref01.Autoencoder)
+def test_train_autoencoder_reference_passes(ref01, student):
+    checks.check_train_autoencoder(student(ref01.train_autoencoder), student(ref01.Autoencoder))
 
 
 def variant_trainer(ref01, restore=True, extra_epochs=0):
@@ -304,28 +342,64 @@ def variant_trainer(ref01, restore=True, extra_epochs=0):
     return train
 
 
-def test_train_autoencoder_without_restore_fails(ref01):
-    fails(checks.check_train_autoencoder, variant_trainer(ref01, restore=False), ref01.Autoencoder, match="best weights")
+def test_train_autoencoder_without_restore_fails(ref01, student):
+    fails(checks.check_train_autoencoder, student(variant_trainer(ref01, restore=False)), student(ref01.Autoencoder),
+          match="best weights")
 
 
-def test_train_autoencoder_stopping_late_fails(ref01):
-    fails(checks.check_train_autoencoder, variant_trainer(ref01, extra_epochs=1), ref01.Autoencoder, match="stopped late")
+def test_train_autoencoder_stopping_late_fails(ref01, student):
+    fails(checks.check_train_autoencoder, student(variant_trainer(ref01, extra_epochs=1)), student(ref01.Autoencoder),
+          match="stopped late")
 
 
-def test_train_autoencoder_never_stopping_fails(ref01):
-    fails(checks.check_train_autoencoder, variant_trainer(ref01, extra_epochs=100), ref01.Autoencoder, match="stopped late")
+def test_train_autoencoder_never_stopping_fails(ref01, student):
+    fails(checks.check_train_autoencoder, student(variant_trainer(ref01, extra_epochs=100)), student(ref01.Autoencoder),
+          match="stopped late")
 
 
-def test_autoencoder_beats_pca(ref01, monkeypatch):
+def test_autoencoder_beats_pca(ref01, student, monkeypatch):
     monkeypatch.setenv("COURSE_BUDGET", "grade")
-    checks.check_autoencoder_beats_pca(ref01.Autoencoder, ref01.train_autoencoder, ref01.reconstruction_mse)
+    checks.check_autoencoder_beats_pca(student(ref01.Autoencoder), student(ref01.train_autoencoder),
+                                       student(ref01.reconstruction_mse))
 
 
-def test_autoencoder_that_does_not_learn_fails(ref01, monkeypatch):
-    monkeypatch.setenv("COURSE_BUDGET", "grade")
-
+def untrained(ref01):
+    """A train_autoencoder that only measures: the model stays as initialised."""
     def no_training(model, train_loader, val_loader, epochs=30, lr=1e-3, patience=5):
         val = ref01.reconstruction_mse(model, val_loader)
         return {"train_loss": [val], "val_loss": [val]}
+    return no_training
 
-    fails(checks.check_autoencoder_beats_pca, ref01.Autoencoder, no_training, ref01.reconstruction_mse, match="PCA-2")
+
+def test_autoencoder_that_does_not_learn_fails(ref01, student, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    fails(checks.check_autoencoder_beats_pca, student(ref01.Autoencoder), student(untrained(ref01)),
+          student(ref01.reconstruction_mse), match="PCA-2")
+
+
+# ------------------------------------------------------------ both modes alike
+WRONG_ANSWERS = {  # one plausible wrong answer per check, given the reference answers: (check, the answers it takes)
+    "standardize": lambda r: (checks.check_standardize, (lambda X: (X - X.mean(0)) / X.std(0),)),
+    "pca": lambda r: (checks.check_pca, (uncentred,)),
+    "pca_penguins": lambda r: (checks.check_pca_penguins, (unsorted, r.standardize)),
+    "autoencoder": lambda r: (checks.check_autoencoder, (wrong_autoencoders(r)["is the output detached"],)),
+    "early_stopping": lambda r: (checks.check_early_stopping,
+                                 (make_stopper(lambda new, best: new <= best, lambda bad, p: bad >= p),)),
+    "reconstruction_mse": lambda r: (checks.check_reconstruction_mse, (WRONG_RECONSTRUCTION_MSE["mean of the per-batch means"],)),
+    "train_autoencoder": lambda r: (checks.check_train_autoencoder, (variant_trainer(r, restore=False), r.Autoencoder)),
+    "autoencoder_beats_pca": lambda r: (checks.check_autoencoder_beats_pca,
+                                        (r.Autoencoder, untrained(r), r.reconstruction_mse)),
+}
+
+
+def message(check, *answers) -> str:
+    with pytest.raises(CheckFailed) as failure:
+        check(*answers)
+    return str(failure.value)
+
+
+@pytest.mark.parametrize("name", WRONG_ANSWERS)
+def test_wrong_answer_gets_the_same_message_judged(name, ref01, judged, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    check, answers = WRONG_ANSWERS[name](ref01)
+    assert message(check, *map(judged, answers)) == message(check, *answers)

@@ -1,4 +1,6 @@
-"""The checkers of assignment 02 pass the reference and other correct styles, and fail plausible wrong answers."""
+"""The checkers of assignment 02 pass the reference and other correct styles, and fail plausible wrong answers, in the
+student's own kernel (local) and as grading runs them (judged: the answers live in a separate stand-in kernel, behind
+Remote handles)."""
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,14 @@ from sklearn.mixture import GaussianMixture
 from torch import nn
 
 from conftest import fails
+from helpers.checks import CheckFailed
 from helpers.checks import a02 as checks
+
+
+@pytest.fixture(params=["local", "judged"])
+def student(request):
+    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
+    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
 
 
 # ------------------------------------------------------------ pairwise distances
@@ -22,9 +31,9 @@ def loop_over_centroids(X, C):
 
 
 @pytest.mark.parametrize("style", ["reference", "numpy", "loop over centroids", "cdist"])
-def test_pairwise_correct_styles_pass(ref02, style):
-    fn = {"reference": ref02.pairwise_sq_dists, "numpy": numpy_dists, "loop over centroids": loop_over_centroids,
-          "cdist": lambda X, C: torch.cdist(X, C) ** 2}[style]
+def test_pairwise_correct_styles_pass(ref02, style, student):
+    fn = student({"reference": ref02.pairwise_sq_dists, "numpy": numpy_dists, "loop over centroids": loop_over_centroids,
+                  "cdist": lambda X, C: torch.cdist(X, C) ** 2}[style])
     for seed in range(3):
         checks.check_pairwise_sq_dists(fn, seed=seed)
     checks.check_pairwise_sq_dists(fn, seed=5, n=50, k=50, d=3)
@@ -48,15 +57,20 @@ def numpy_broadcast(X, C):
     (lambda X, C: broadcast(X, C).T, "transposed"),
     (lambda X, C: broadcast(X.float(), C.float()), "keep the dtype"),
 ])
-def test_pairwise_wrong_fails(wrong, message):
-    fails(checks.check_pairwise_sq_dists, wrong, match=message)
+def test_pairwise_wrong_fails(wrong, message, student):
+    fails(checks.check_pairwise_sq_dists, student(wrong), match=message)
 
 
 @pytest.mark.parametrize("wrong", [broadcast, numpy_broadcast,
                                    lambda X, C: torch.linalg.vector_norm(X.unsqueeze(1) - C, dim=2) ** 2])
-def test_pairwise_broadcast_fails_memory(wrong):
+def test_pairwise_broadcast_fails_memory(wrong, student):
+    wrong = student(wrong)
     checks.check_pairwise_sq_dists(wrong)  # right values ...
     fails(checks.check_pairwise_sq_dists_memory, wrong, match=r"\[n, k, d\] tensor is 191 MiB")  # ... too much memory
+
+
+def test_pairwise_memory_judges_the_values(student):
+    fails(checks.check_pairwise_sq_dists_memory, student(lambda X, C: torch.zeros(len(X), len(C))), match="differs")
 
 
 # ----------------------------------------------------------------- k-means++
@@ -85,9 +99,9 @@ def sklearn_plus_plus(X, k, generator=None):
 
 
 @pytest.mark.parametrize("style", ["reference", "loop", "sklearn non-greedy"])
-def test_plus_plus_correct_styles_pass(ref02, style):
-    fn = {"reference": ref02.kmeans_plus_plus_init, "loop": plus_plus_variant(),
-          "sklearn non-greedy": sklearn_plus_plus}[style]
+def test_plus_plus_correct_styles_pass(ref02, style, student):
+    fn = student({"reference": ref02.kmeans_plus_plus_init, "loop": plus_plus_variant(),
+                  "sklearn non-greedy": sklearn_plus_plus}[style])
     for seed in (0, 1):
         checks.check_kmeans_plus_plus_init(fn, seed=seed)
 
@@ -108,19 +122,23 @@ def greedy_sklearn(X, k, generator=None):
     (lambda X, k, generator=None: X[:k].clone(), "same seed|uniformly random row"),
     (lambda X, k, generator=None: X[torch.randperm(len(X), generator=generator)[:k]] + 1e-3, "rows of X"),
 ])
-def test_plus_plus_wrong_fails(wrong, message):
-    fails(checks.check_kmeans_plus_plus_init, wrong, match=message)
+def test_plus_plus_wrong_fails(wrong, message, student):
+    fails(checks.check_kmeans_plus_plus_init, student(wrong), match=message)
 
 
 # -------------------------------------------------------------- class means
-def test_class_means_styles(ref02):
-    checks.check_class_mean_centroids(ref02.class_mean_centroids)
-    checks.check_class_mean_centroids(lambda X, y, k: torch.stack([X[y == j].mean(0) for j in range(k)]), seed=3)
-    fails(checks.check_class_mean_centroids,
-          lambda X, y, k: torch.stack([X[y == j].sum(0) for j in range(k)]), match="sums of each class")
-    fails(checks.check_class_mean_centroids, lambda X, y, k: X.mean(0).repeat(k, 1), match="mean of all of X")
+def class_sums(X, y, k):
+    return torch.stack([X[y == j].sum(0) for j in range(k)])
+
+
+def test_class_means_styles(ref02, student):
+    checks.check_class_mean_centroids(student(ref02.class_mean_centroids))
+    checks.check_class_mean_centroids(student(lambda X, y, k: torch.stack([X[y == j].mean(0) for j in range(k)])), seed=3)
+    fails(checks.check_class_mean_centroids, student(class_sums), match="sums of each class")
+    fails(checks.check_class_mean_centroids, student(lambda X, y, k: X.mean(0).repeat(k, 1)), match="mean of all of X")
     fails(checks.check_class_mean_centroids,  # assumes the labels are sorted
-          lambda X, y, k: torch.stack([part.mean(0) for part in X.split(len(X) // k)][:k]), match="mean of X\\[y == j\\]")
+          student(lambda X, y, k: torch.stack([part.mean(0) for part in X.split(len(X) // k)][:k])),
+          match="mean of X\\[y == j\\]")
 
 
 # -------------------------------------------------------------------- k-means
@@ -158,9 +176,9 @@ def lloyd(X, k, init="random", max_iter=100, tol=1e-4, generator=None, empty="ke
 
 
 @pytest.mark.parametrize("style", ["reference", "plain loop", "inertia after the update"])
-def test_kmeans_correct_styles_pass(ref02, style):
-    fn = {"reference": ref02.kmeans, "plain loop": lloyd,
-          "inertia after the update": lambda *a, **kw: lloyd(*a, inertia_after_update=True, **kw)}[style]
+def test_kmeans_correct_styles_pass(ref02, style, student):
+    fn = student({"reference": ref02.kmeans, "plain loop": lloyd,
+                  "inertia after the update": lambda *a, **kw: lloyd(*a, inertia_after_update=True, **kw)}[style])
     for seed in (0, 1):
         checks.check_kmeans(fn, seed=seed)
     checks.check_kmeans(fn, seed=41, n=300, d=2, k=3)
@@ -186,27 +204,27 @@ def variant(**deviation):
     return lambda *args, **kwargs: lloyd(*args, **deviation, **kwargs)
 
 
-def test_kmeans_wrong_fails():
-    fails(checks.check_kmeans, variant(mean_inertia=True), match="mean squared distance")
-    fails(checks.check_kmeans, variant(use_tol=False), match="tol=1e12")
-    fails(checks.check_kmeans, lambda *a, **kw: lloyd(*a, **{**kw, "max_iter": 1}), match="converged after")
+def test_kmeans_wrong_fails(student):
+    fails(checks.check_kmeans, student(variant(mean_inertia=True)), match="mean squared distance")
+    fails(checks.check_kmeans, student(variant(use_tol=False)), match="tol=1e12")
+    fails(checks.check_kmeans, student(lambda *a, **kw: lloyd(*a, **{**kw, "max_iter": 1})), match="converged after")
 
     def one_more_iteration(X, k, init="random", max_iter=100, **kw):
         return lloyd(X, k, init=init, max_iter=max_iter + 1, **kw)
 
-    fails(checks.check_kmeans, one_more_iteration, match="exactly one iteration")
+    fails(checks.check_kmeans, student(one_more_iteration), match="exactly one iteration")
 
     def increasing_history(*args, **kwargs):
         centroids, labels, history = lloyd(*args, **kwargs)
         return centroids, labels, history[::-1]
 
-    fails(checks.check_kmeans, increasing_history, match="increases")
+    fails(checks.check_kmeans, student(increasing_history), match="increases")
 
     def sorted_labels(*args, **kwargs):  # relabels clusters but keeps the centroids: labels no longer match them
         centroids, labels, history = lloyd(*args, **kwargs)
         return centroids, (labels + 1) % len(centroids), history
 
-    fails(checks.check_kmeans, sorted_labels, match="labels agree")
+    fails(checks.check_kmeans, student(sorted_labels), match="labels agree")
 
     def updates_init_in_place(X, k, init="random", max_iter=100, tol=1e-4, generator=None):
         centroids, labels, history = lloyd(X, k, init=init, max_iter=max_iter, tol=tol, generator=generator)
@@ -214,18 +232,18 @@ def test_kmeans_wrong_fails():
             init.copy_(centroids)  # as `centroids = init` followed by `centroids[j] = X[labels == j].mean(0)`
         return centroids, labels, history
 
-    fails(checks.check_kmeans, updates_init_in_place, match="argument `init` in place")
+    fails(checks.check_kmeans, student(updates_init_in_place), match="argument `init` in place")
 
 
-def test_kmeans_empty_cluster_wrong_fails():
-    fails(checks.check_kmeans_empty_cluster, variant(empty="nan"), match="NaN")
-    fails(checks.check_kmeans_empty_cluster, variant(empty="reinit"), match="moved|labels are")
+def test_kmeans_empty_cluster_wrong_fails(student):
+    fails(checks.check_kmeans_empty_cluster, student(variant(empty="nan")), match="NaN")
+    fails(checks.check_kmeans_empty_cluster, student(variant(empty="reinit")), match="moved|labels are")
 
 
-def test_kmeans_init_modes_wrong_fails():
-    fails(checks.check_kmeans_init_modes, variant(replacement=True), match="distinct")
-    fails(checks.check_kmeans_init_modes, variant(use_generator=False), match="same seed")
-    fails(checks.check_kmeans_init_modes, variant(plus_plus="random"), match="D² sampling almost always")
+def test_kmeans_init_modes_wrong_fails(student):
+    fails(checks.check_kmeans_init_modes, student(variant(replacement=True)), match="distinct")
+    fails(checks.check_kmeans_init_modes, student(variant(use_generator=False)), match="same seed")
+    fails(checks.check_kmeans_init_modes, student(variant(plus_plus="random")), match="D² sampling almost always")
 
 
 # ------------------------------------------------------------------------ MLP
@@ -242,10 +260,8 @@ class ConvNet(nn.Module):
         return self.head(self.features(x))
 
 
-def test_mlp_styles(ref02):
-    checks.check_mlp(ref02.MLP)
-    checks.check_mlp(ConvNet, seed=3)
-
+def wrong_mlps(ref02) -> dict:
+    """Plausible mistakes in the MLP class, by the message they must get."""
     class PreActivation(ref02.MLP):
         def features(self, x):
             return self.body[:-1](x)
@@ -269,14 +285,36 @@ def test_mlp_styles(ref02):
         def forward(self, x):
             return self.rest(self.first(x))
 
-    fails(checks.check_mlp, PreActivation, match="penultimate")
-    fails(checks.check_mlp, EarlierLayer, match="penultimate")
-    fails(checks.check_mlp, FixedWidth, match=r"\(200, 256\), expected \(200, 32\)")
+    class Detached(ref02.MLP):
+        def forward(self, x):
+            return super().forward(x).detach()
+
+    class NotAModule:  # the layers of a module, without nn.Module
+        def __init__(self, hidden=256):
+            self.inner = ref02.MLP(hidden)
+
+        def features(self, x):
+            return self.inner.features(x)
+
+        def __call__(self, x):
+            return self.inner(x)
+
+    return {"pre-activation": (PreActivation, "penultimate"), "earlier layer": (EarlierLayer, "penultimate"),
+            "fixed width": (FixedWidth, r"\(200, 256\), expected \(200, 32\)"),
+            "detached": (Detached, "is the output detached"), "not a module": (NotAModule, "subclass torch.nn.Module")}
 
 
-def test_accuracy(ref02):
-    checks.check_accuracy(ref02.accuracy)
-    checks.check_accuracy(ref02.accuracy, seed=5, n=130, batch_size=32)
+def test_mlp_styles(ref02, student):
+    checks.check_mlp(student(ref02.MLP))
+    checks.check_mlp(student(ConvNet), seed=3)
+    for wrong, message in wrong_mlps(ref02).values():
+        fails(checks.check_mlp, student(wrong), match=message)
+
+
+def test_accuracy(ref02, student):
+    accuracy = student(ref02.accuracy)
+    checks.check_accuracy(accuracy)
+    checks.check_accuracy(accuracy, seed=5, n=130, batch_size=32)
 
     def percent(model, loader):
         return 100 * ref02.accuracy(model, loader)
@@ -290,13 +328,18 @@ def test_accuracy(ref02):
         with torch.no_grad():
             return float(torch.cat([model(x).argmax(1) == t for x, t in loader]).float().mean())
 
-    fails(checks.check_accuracy, percent, match="percentage")
-    fails(checks.check_accuracy, batch_mean, match="per-batch")
-    fails(checks.check_accuracy, train_mode, match="evaluation mode")
+    fails(checks.check_accuracy, student(percent), match="percentage")
+    fails(checks.check_accuracy, student(batch_mean), match="per-batch")
+    fails(checks.check_accuracy, student(train_mode), match="evaluation mode")
 
 
-def test_extract_features(ref02):
-    checks.check_extract_features(ref02.extract_features)
+def features_with_graph(model, loader):
+    model.eval()
+    return torch.cat([model.features(x) for x, _ in loader])
+
+
+def test_extract_features(ref02, student):
+    checks.check_extract_features(student(ref02.extract_features))
 
     def logits(model, loader):
         model.eval()
@@ -307,27 +350,24 @@ def test_extract_features(ref02):
         with torch.no_grad():
             return torch.cat([model.features(x) for x, _ in loader])
 
-    def with_graph(model, loader):
-        model.eval()
-        return torch.cat([model.features(x) for x, _ in loader])
-
-    fails(checks.check_extract_features, logits, match="logits")
-    fails(checks.check_extract_features, train_mode, match="evaluation mode")
-    fails(checks.check_extract_features, with_graph, match="requires grad")
+    fails(checks.check_extract_features, student(logits), match="logits")
+    fails(checks.check_extract_features, student(train_mode), match="evaluation mode")
+    fails(checks.check_extract_features, student(features_with_graph), match="requires grad")
 
 
-def test_train_classifier(ref02, monkeypatch):
+def no_step(model, loader, epochs=3, lr=1e-3):
+    losses = []
+    for _ in range(epochs):
+        for x, t in loader:
+            loss = nn.functional.cross_entropy(model(x), t)
+            loss.backward()
+        losses.append(float(loss))
+    return {"train_loss": losses}
+
+
+def test_train_classifier(ref02, student, monkeypatch):
     monkeypatch.setenv("COURSE_BUDGET", "grade")
-    checks.check_train_classifier(ref02.train_classifier, ref02.MLP)
-
-    def no_step(model, loader, epochs=3, lr=1e-3):
-        losses = []
-        for _ in range(epochs):
-            for x, t in loader:
-                loss = nn.functional.cross_entropy(model(x), t)
-                loss.backward()
-            losses.append(float(loss))
-        return {"train_loss": losses}
+    checks.check_train_classifier(student(ref02.train_classifier), student(ref02.MLP))
 
     def per_batch(model, loader, epochs=3, lr=1e-3):
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -341,39 +381,49 @@ def test_train_classifier(ref02, monkeypatch):
                 losses.append(float(loss))
         return {"train_loss": losses}
 
-    fails(checks.check_train_classifier, no_step, ref02.MLP, match="test accuracy")
-    fails(checks.check_train_classifier, per_batch, ref02.MLP, match="one entry per epoch")
+    fails(checks.check_train_classifier, student(no_step), student(ref02.MLP), match="test accuracy")
+    fails(checks.check_train_classifier, student(per_batch), student(ref02.MLP), match="one entry per epoch")
 
 
 # ------------------------------------------------------------------------ GMM
-def test_fit_gmm(ref02):
-    checks.check_fit_gmm(ref02.fit_gmm)
-    checks.check_fit_gmm(ref02.fit_gmm, seed=4, n=600, d=3, components=2)
-    checks.check_fit_gmm(lambda f, n, seed=0: GaussianMixture(n, reg_covar=1e-3, n_init=2, random_state=seed)
-                         .fit(np.asarray(f, dtype=np.float64)))
+def unseeded_gmm(f, n, seed=0):
+    return GaussianMixture(n, reg_covar=1e-3).fit(np.asarray(f))
+
+
+def test_fit_gmm(ref02, student):
+    fit_gmm = student(ref02.fit_gmm)
+    checks.check_fit_gmm(fit_gmm)
+    checks.check_fit_gmm(fit_gmm, seed=4, n=600, d=3, components=2)
+    checks.check_fit_gmm(student(lambda f, n, seed=0: GaussianMixture(n, reg_covar=1e-3, n_init=2, random_state=seed)
+                                 .fit(np.asarray(f, dtype=np.float64))))
 
     def seeding_numpy(f, n, seed=0):
         np.random.seed(seed)
         return GaussianMixture(n, reg_covar=1e-3).fit(np.asarray(f))
 
-    checks.check_fit_gmm(seeding_numpy)
-    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, covariance_type="diag", random_state=seed)
-          .fit(np.asarray(f)), match="'full'")
-    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, reg_covar=1e-3).fit(np.asarray(f)),
-          match="random_state=seed")
-    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(2, random_state=seed).fit(np.asarray(f)),
+    checks.check_fit_gmm(student(seeding_numpy))
+    fails(checks.check_fit_gmm, student(lambda f, n, seed=0: GaussianMixture(n, covariance_type="diag", random_state=seed)
+                                        .fit(np.asarray(f))), match="'full'")
+    fails(checks.check_fit_gmm, student(unseeded_gmm), match="random_state=seed")
+    fails(checks.check_fit_gmm, student(lambda f, n, seed=0: GaussianMixture(2, random_state=seed).fit(np.asarray(f))),
           match="components")
-    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, random_state=seed), match="not fitted")
-    fails(checks.check_fit_gmm, lambda f, n, seed=0: GaussianMixture(n, random_state=seed, reg_covar=1e-3)
-          .fit(np.asarray(f)[:40]), match="log-likelihood")
+    fails(checks.check_fit_gmm, student(lambda f, n, seed=0: GaussianMixture(n, random_state=seed)), match="not fitted")
+    fails(checks.check_fit_gmm, student(lambda f, n, seed=0: GaussianMixture(n, random_state=seed, reg_covar=1e-3)
+                                        .fit(np.asarray(f)[:40])), match="log-likelihood")
+    fails(checks.check_fit_gmm, student(lambda f, n, seed=0: np.asarray(f).mean(0)), match="GaussianMixture, got ndarray")
 
 
-def test_ood_scores(ref02):
-    checks.check_ood_scores(ref02.ood_scores)
-    checks.check_ood_scores(lambda gmm, f: torch.from_numpy(-gmm.score_samples(np.asarray(f))), seed=2)
-    fails(checks.check_ood_scores, lambda gmm, f: gmm.score_samples(np.asarray(f)), match="return its negative")
-    fails(checks.check_ood_scores, lambda gmm, f: -gmm.score(np.asarray(f)), match="NumPy array")
-    fails(checks.check_ood_scores, lambda gmm, f: -np.exp(gmm.score_samples(np.asarray(f))), match="negative log-likelihood")
+def log_likelihood_scores(gmm, f):
+    return gmm.score_samples(np.asarray(f))
+
+
+def test_ood_scores(ref02, student):
+    checks.check_ood_scores(student(ref02.ood_scores))
+    checks.check_ood_scores(student(lambda gmm, f: torch.from_numpy(-gmm.score_samples(np.asarray(f)))), seed=2)
+    fails(checks.check_ood_scores, student(log_likelihood_scores), match="return its negative")
+    fails(checks.check_ood_scores, student(lambda gmm, f: -gmm.score(np.asarray(f))), match="NumPy array")
+    fails(checks.check_ood_scores, student(lambda gmm, f: -np.exp(gmm.score_samples(np.asarray(f)))),
+          match="negative log-likelihood")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (CUDA) to put the model on")
@@ -397,19 +447,59 @@ def pairwise_auroc(inside, outside):
     return float(((outside[:, None] > inside[None]) + 0.5 * (outside[:, None] == inside[None])).mean())
 
 
-def test_auroc(ref02):
+def strict_auroc(inside, outside):
+    return float((np.asarray(outside)[:, None] > np.asarray(inside)[None]).mean())
+
+
+def test_auroc(ref02, student):
     for fn in (ref02.auroc, pairwise_auroc,
                lambda i, o: roc_auc_score(np.r_[np.zeros(len(i)), np.ones(len(o))], np.r_[np.asarray(i), np.asarray(o)])):
+        fn = student(fn)
         checks.check_auroc(fn)
         checks.check_auroc(fn, seed=3, n_in=7, n_out=100)
-    fails(checks.check_auroc, lambda i, o: pairwise_auroc(o, i), match="positive class")
-    fails(checks.check_auroc, lambda i, o: float((np.asarray(o)[:, None] > np.asarray(i)[None]).mean()), match="one half")
-    fails(checks.check_auroc, lambda i, o: float((np.asarray(o) > np.median(np.asarray(i))).mean()), match="roc_auc_score")
+    fails(checks.check_auroc, student(lambda i, o: pairwise_auroc(o, i)), match="positive class")
+    fails(checks.check_auroc, student(strict_auroc), match="one half")
+    fails(checks.check_auroc, student(lambda i, o: float((np.asarray(o) > np.median(np.asarray(i))).mean())),
+          match="roc_auc_score")
 
 
-def test_ood_pipeline(ref02, monkeypatch):
+def test_ood_pipeline(ref02, student, monkeypatch):
     monkeypatch.setenv("COURSE_BUDGET", "grade")
     r = ref02
-    checks.check_ood_pipeline(r.MLP, r.train_classifier, r.extract_features, r.fit_gmm, r.ood_scores)
-    fails(checks.check_ood_pipeline, r.MLP, r.train_classifier, r.extract_features, r.fit_gmm,
-          lambda gmm, f: -r.ood_scores(gmm, f), match="AUROC")
+    answers = [student(answer) for answer in (r.MLP, r.train_classifier, r.extract_features, r.fit_gmm)]
+    checks.check_ood_pipeline(*answers, student(r.ood_scores))
+    fails(checks.check_ood_pipeline, *answers, student(lambda gmm, f: -r.ood_scores(gmm, f)), match="AUROC")
+
+
+# ------------------------------------------------------------ both modes alike
+WRONG_ANSWERS = {  # one plausible wrong answer per check, given the reference answers: (check, the answers it takes)
+    "pairwise_sq_dists": lambda r: (checks.check_pairwise_sq_dists, (lambda X, C: torch.cdist(X, C),)),
+    "pairwise_sq_dists_memory": lambda r: (checks.check_pairwise_sq_dists_memory, (broadcast,)),
+    "kmeans_plus_plus_init": lambda r: (checks.check_kmeans_plus_plus_init, (plus_plus_variant(last_only=True),)),
+    "class_mean_centroids": lambda r: (checks.check_class_mean_centroids, (class_sums,)),
+    "kmeans": lambda r: (checks.check_kmeans, (variant(mean_inertia=True),)),
+    "kmeans_empty_cluster": lambda r: (checks.check_kmeans_empty_cluster, (variant(empty="reinit"),)),
+    "kmeans_init_modes": lambda r: (checks.check_kmeans_init_modes, (variant(plus_plus="random"),)),
+    "mlp": lambda r: (checks.check_mlp, (wrong_mlps(r)["detached"][0],)),
+    "accuracy": lambda r: (checks.check_accuracy, (lambda model, loader: 100 * r.accuracy(model, loader),)),
+    "extract_features": lambda r: (checks.check_extract_features, (features_with_graph,)),
+    "train_classifier": lambda r: (checks.check_train_classifier, (no_step, r.MLP)),
+    "fit_gmm": lambda r: (checks.check_fit_gmm, (unseeded_gmm,)),
+    "ood_scores": lambda r: (checks.check_ood_scores, (log_likelihood_scores,)),
+    "auroc": lambda r: (checks.check_auroc, (strict_auroc,)),
+    "ood_pipeline": lambda r: (checks.check_ood_pipeline, (r.MLP, r.train_classifier, r.extract_features, r.fit_gmm,
+                                                           lambda gmm, f: -r.ood_scores(gmm, f))),
+}
+
+
+def message(check, *answers) -> str:
+    with pytest.raises(CheckFailed) as failure:
+        check(*answers)
+    return str(failure.value)
+
+
+@pytest.mark.parametrize("name", WRONG_ANSWERS)
+def test_wrong_answer_gets_the_same_message_judged(name, ref02, judged, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    check, answers = WRONG_ANSWERS[name](ref02)
+    assert message(check, *map(judged, answers)) == message(check, *answers)

@@ -1,4 +1,8 @@
-"""Checks of assignment 01: PCA and autoencoders."""
+"""Checks of assignment 01: PCA and autoencoders.
+
+The ``_probe_*`` functions are the parts of a check that must run next to the student's objects (autograd through
+their model): in a judged check they run in the student's kernel, so they return observations, never verdicts.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +13,8 @@ from sklearn.preprocessing import StandardScaler
 from ..budgets import budget
 from ..runtime import get_device
 from ..data import load_mnist, load_penguins, tensor_loader
-from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, max_abs_diff,
-                     non_contiguous, passed, silenced)
+from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, is_instance,
+                     max_abs_diff, non_contiguous, passed, silenced)
 
 PENGUIN_CUMULATIVE = (68.634, 88.087, 97.303, 100.0)  # %, standardized penguins, k = 1..4
 
@@ -125,13 +129,22 @@ def check_pca_penguins(pca, standardize) -> None:
 
 
 # ----------------------------------------------------------------- autoencoder
+def _probe_reconstruction_gradients(model, x) -> list:
+    """Backpropagate the reconstruction loss through ``model``: each parameter's summed |gradient|, None where none
+    arrived."""
+    loss = ((model(x) - x) ** 2).mean()
+    if loss.requires_grad:  # else the output is detached: no parameter gets a gradient
+        loss.backward()
+    return [None if p.grad is None else float(p.grad.abs().sum()) for p in model.parameters()]
+
+
 def check_autoencoder(Autoencoder, seed: int = 0) -> None:
     """Shapes of ``encode``/``decode``/``forward``, outputs in [0, 1], the latent size honoured, gradients flow."""
     torch.manual_seed(seed)
     x = torch.rand(5, 1, 28, 28, generator=generator(seed))
     for latent_dim in (2, 3):
         model = call(Autoencoder, latent_dim=latent_dim, what=f"Autoencoder(latent_dim={latent_dim})")
-        expect(isinstance(model, torch.nn.Module), "Autoencoder should subclass torch.nn.Module.")
+        expect(is_instance(model, torch.nn.Module), "Autoencoder should subclass torch.nn.Module.")
         model.eval()
         with torch.no_grad():
             z = as_tensor(call(model.encode, x, what="model.encode(x)"), "encode(x)")
@@ -148,9 +161,8 @@ def check_autoencoder(Autoencoder, seed: int = 0) -> None:
     model = call(Autoencoder, what="Autoencoder()")
     expect(tuple(model.encode(x).shape) == (5, 2), "Autoencoder() should default to latent_dim=2.")
     model.train()
-    loss = ((model(x) - x) ** 2).mean()
-    loss.backward()
-    expect(any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()),
+    gradients = call(_probe_reconstruction_gradients, model, x, what="the reconstruction loss's backward() through Autoencoder()")
+    expect(type(gradients) is list and any(type(g) is float and g > 0 for g in gradients),
            "no parameter received a gradient from the reconstruction loss: is the output detached?")
     passed("Autoencoder: encode [B, latent_dim], decode [B, 1, 28, 28] in [0, 1], forward = decode ∘ encode")
 

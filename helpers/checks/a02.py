@@ -1,4 +1,9 @@
-"""Checks of assignment 02: k-means clustering and GMM out-of-distribution detection."""
+"""Checks of assignment 02: k-means clustering and GMM out-of-distribution detection.
+
+The ``_probe_*`` functions are the parts of a check that must run next to the student's objects (autograd through
+their model, memory their code allocates, hundreds of calls that would each be a request): in a judged check they
+run in the student's kernel, so they return observations, never verdicts.
+"""
 from __future__ import annotations
 
 import tracemalloc
@@ -6,7 +11,8 @@ import tracemalloc
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import chi2
+from scipy.special import logsumexp
+from scipy.stats import chi2, multivariate_normal
 from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
@@ -16,8 +22,8 @@ from torch.utils._pytree import tree_leaves
 from ..budgets import budget
 from ..data import load_fashion_mnist, load_mnist, tensor_loader
 from ..runtime import get_device
-from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, max_abs_diff,
-                     non_contiguous, passed)
+from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, is_instance,
+                     max_abs_diff, non_contiguous, passed)
 
 GMM_REG_COVAR = 1e-3  # what the notebook tells students to pass to GaussianMixture
 
@@ -109,14 +115,26 @@ def largest_allocation(fn, *args) -> tuple[object, int]:
     return result, max(watcher.largest, numpy_peak)
 
 
+def _probe_largest_allocation(pairwise_sq_dists, X, C) -> tuple[object, int]:
+    """``pairwise_sq_dists(X, C)`` and the largest block it allocated (bytes), measured where it runs."""
+    return largest_allocation(pairwise_sq_dists, X, C)
+
+
 def check_pairwise_sq_dists_memory(pairwise_sq_dists, seed: int = 0, n: int = 5000, k: int = 100, d: int = 100) -> None:
     """On a large float32 input no single allocation approaches the size of an ``[n, k, d]`` tensor."""
     g = generator(seed)
     X = torch.rand(n, d, generator=g)
     C = torch.rand(k, d, generator=g)
     what = f"pairwise_sq_dists(X [{n}, {d}], C [{k}, {d}])"
-    out, largest = largest_allocation(lambda: call(pairwise_sq_dists, X, C, what=what))
-    expect_shape(as_tensor(out, what), (n, k), what)
+    out, largest = call(_probe_largest_allocation, pairwise_sq_dists, X, C, what=what)
+    out = as_tensor(out, what)
+    expect_shape(out, (n, k), what)
+    # The values too: the memory was measured where the student's code ran, and only right values make it count.
+    expected = torch.cdist(X.double(), C.double(), compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    err, scale = max_abs_diff(out, expected), float((X**2).sum(1).max() + (C**2).sum(1).max())
+    expect(err <= 2e-6 * scale, f"{what} differs from torch.cdist(X, C)**2 by up to {err:.3g} (allowed "
+                                f"{2e-6 * scale:.2g}); check_pairwise_sq_dists says more.")
+    largest = as_float(largest, "the largest allocation")
     # Generous: a float64 copy of X plus the [n, k] result, several times over, is still O(n·k + n·d).
     allowed = 4 * 8 * (n * d + n * k + k * d)
     broadcast = n * k * d * X.element_size()
@@ -150,6 +168,11 @@ def _pearson(observed: np.ndarray, expected: np.ndarray) -> float:
     return float(((observed[keep] - expected[keep]) ** 2 / expected[keep]).sum())
 
 
+def _probe_draws(kmeans_plus_plus_init, X: torch.Tensor, k: int, generator: torch.Generator, trials: int) -> list:
+    """``trials`` initialisations, one after another from ``generator``: one request to a judged kernel, not ``trials``."""
+    return [kmeans_plus_plus_init(X.clone(), k, generator=generator) for _ in range(trials)]
+
+
 def check_kmeans_plus_plus_init(kmeans_plus_plus_init, seed: int = 0, trials: int = 600) -> None:
     """Shape, rows of X, reproducible with a generator, and D² sampling checked with chi-square tests.
 
@@ -174,10 +197,10 @@ def check_kmeans_plus_plus_init(kmeans_plus_plus_init, seed: int = 0, trials: in
     sq = ((X.numpy()[:, None, :] - X.numpy()[None]) ** 2).sum(-1)
     observed = np.zeros((k, n))
     expected = np.zeros((k, n))
-    g = generator(seed)
-    for _ in range(trials):
-        picks = _picked_rows(X.numpy(), as_tensor(call(kmeans_plus_plus_init, X.clone(), k, generator=g, what="kmeans_plus_plus_init(X, 3)"),
-                                          "kmeans_plus_plus_init"), "kmeans_plus_plus_init(X, 3)")
+    draws = call(_probe_draws, kmeans_plus_plus_init, X, k, generator(seed), trials, what="kmeans_plus_plus_init(X, 3)")
+    expect(type(draws) is list and len(draws) == trials, f"kmeans_plus_plus_init(X, 3) was to be drawn {trials} times.")
+    for draw in draws:
+        picks = _picked_rows(X.numpy(), as_tensor(draw, "kmeans_plus_plus_init"), "kmeans_plus_plus_init(X, 3)")
         expected[0] += 1 / n
         for step, index in enumerate(picks):
             observed[step, index] += 1
@@ -393,6 +416,15 @@ def check_kmeans_init_modes(kmeans, seed: int = 0, runs: int = 30) -> None:
 
 
 # ------------------------------------------------------------------------ MLP
+def _probe_classification_gradients(model, x, labels) -> list:
+    """Backpropagate the cross-entropy of ``model(x)`` against ``labels``: each parameter's summed |gradient|, None
+    where none arrived."""
+    loss = torch.nn.functional.cross_entropy(model(x), labels)
+    if loss.requires_grad:  # else the output is detached: no parameter gets a gradient
+        loss.backward()
+    return [None if p.grad is None else float(p.grad.abs().sum()) for p in model.parameters()]
+
+
 def check_mlp(MLP, seed: int = 0) -> None:
     """``forward`` gives [B, 10] logits, ``features`` [B, hidden] penultimate activations (logits affine in them)."""
     torch.manual_seed(seed)
@@ -402,7 +434,7 @@ def check_mlp(MLP, seed: int = 0) -> None:
     for hidden, kwargs in ((256, {}), (32, {"hidden": 32})):
         what = f"MLP({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
         model = call(MLP, what=what, **kwargs)
-        expect(isinstance(model, torch.nn.Module), "MLP should subclass torch.nn.Module.")
+        expect(is_instance(model, torch.nn.Module), "MLP should subclass torch.nn.Module.")
         model.eval()
         with torch.no_grad():
             logits = as_tensor(call(model, x, what=f"{what}(x)"), "logits")
@@ -416,8 +448,9 @@ def check_mlp(MLP, seed: int = 0) -> None:
            "the logits are not an affine function of features(x): features should return the activations of the "
            "*penultimate* layer (after its non-linearity), the input of the final nn.Linear that produces the logits.")
     model.train()
-    torch.nn.functional.cross_entropy(model(x), torch.arange(200) % 10).backward()
-    expect(any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()),
+    gradients = call(_probe_classification_gradients, model, x, torch.arange(200) % 10,
+                     what="the cross-entropy's backward() through MLP()")
+    expect(type(gradients) is list and any(type(g) is float and g > 0 for g in gradients),
            "no parameter of MLP received a gradient from the cross-entropy loss: is the output detached?")
     passed("MLP: logits [B, 10], features [B, hidden] feeding the last linear layer")
 
@@ -548,6 +581,25 @@ def _mixture_data(seed: int, n: int, d: int, components: int) -> torch.Tensor:
     return torch.cat(parts).float()
 
 
+def _mean_log_likelihood(gmm, data: np.ndarray, what: str) -> float:
+    """The mean log-likelihood of ``data`` under the fitted full-covariance mixture ``gmm``, from its parameters.
+
+    Computed here rather than by ``gmm.score``: in a judged check the student's mixture lives in their kernel,
+    and only its fitted parameters (plain arrays) are evidence.
+    """
+    weights, means, covariances = (as_tensor(getattr(gmm, name, None), f"{what}.{name}").double()
+                                   for name in ("weights_", "means_", "covariances_"))
+    components, d = means.shape
+    expect_shape(weights, (components,), f"{what}.weights_")
+    expect_shape(covariances, (components, d, d), f"{what}.covariances_")
+    try:
+        log_densities = np.stack([np.log(w) + multivariate_normal(m, c).logpdf(data)
+                                  for w, m, c in zip(weights.numpy(), means.numpy(), covariances.numpy())], axis=1)
+    except (ValueError, np.linalg.LinAlgError) as error:
+        fail(f"{what} has covariances that are not positive definite ({error}).")
+    return float(logsumexp(log_densities, axis=1).mean())
+
+
 def check_fit_gmm(fit_gmm, seed: int = 0, n: int = 900, d: int = 4, components: int = 3) -> None:
     """A fitted full-covariance ``GaussianMixture`` with the right size, reproducible, as good as scikit-learn's own fit."""
     features = _mixture_data(seed, n, d, components)
@@ -556,7 +608,7 @@ def check_fit_gmm(fit_gmm, seed: int = 0, n: int = 900, d: int = 4, components: 
     for n_components, given in ((1, features.clone()), (components, non_contiguous(features.double()))):
         what = f"fit_gmm(features [{n}, {d}] {given.dtype} tensor, {n_components}, seed={seed})"
         gmm = call_unchanged(fit_gmm, given, n_components, seed=seed, what=what)
-        expect(isinstance(gmm, GaussianMixture), f"{what} should return a fitted sklearn.mixture.GaussianMixture, got "
+        expect(is_instance(gmm, GaussianMixture), f"{what} should return a fitted sklearn.mixture.GaussianMixture, got "
                                                  f"{type(gmm).__name__}.")
         expect(hasattr(gmm, "means_"), f"{what} returned a GaussianMixture that was not fitted: call .fit(features).")
         expect(gmm.n_components == n_components and gmm.means_.shape == (n_components, d),
@@ -579,7 +631,7 @@ def check_fit_gmm(fit_gmm, seed: int = 0, n: int = 900, d: int = 4, components: 
     expect(np.allclose(fits[0].means_, fits[1].means_),
            f"fit_gmm(features [{n}, {d}], {components}, seed={seed}) gave different mixtures for the same seed: "
            "pass random_state=seed to GaussianMixture.")
-    got, best = float(gmm.score(data)), float(reference.score(data))
+    got, best = _mean_log_likelihood(gmm, data, what), float(reference.score(data))
     expect(got >= best - 0.05,
            f"{what}: mean log-likelihood of the training features {got:.3f}, but GaussianMixture({components}, "
            f"covariance_type='full', reg_covar={GMM_REG_COVAR}, random_state=seed) reaches {best:.3f}.")
