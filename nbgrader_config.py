@@ -43,3 +43,11 @@ c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPre
 c.HTMLExporter.preprocessors = [SanitizeOutputs]
 c.HTMLExporter.filters = {"markdown2html": SanitizedMarkdown}
 c.HTMLExporter.skip_svg_encoding = False
+
+# Late work, applied by `./kit export-grades` (helpers/grades_export.py; README, "The term"): for each
+# started day past the due date (the gradebook's: `nbgrader db assignment add NAME --duedate=...`, moved
+# by the `extension` column of students.csv), this share of the assignment's maximum score is taken from
+# the exported total, up to `cap`. 0 takes nothing (late hand-ins are still noted). The gradebook keeps
+# the raw scores.
+c.LatePolicy.penalty_per_day = 0.0
+c.LatePolicy.cap = 1.0

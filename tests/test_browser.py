@@ -179,7 +179,7 @@ def test_instructor_grades_a_written_answer_in_formgrader(browser, hub_course, t
         browser.save_screenshot(str(shots / "instructor-formgrader.png"))
     grades = grades_export.export("csv", tmp_path / "grades.csv", course=course_dir)
     rows = grades.read_text().splitlines()
-    assert rows[1] == f"alice,3.5,2,1.5,"  # total, autograded, manual; nothing left to grade by hand
+    assert rows[1] == "alice,3.5,2,1.5,,"  # total, autograded, manual; nothing left to grade by hand; no notes
 
 
 # What on the page could still run a payload, and whether one did (each records itself in window.pwned).
