@@ -240,6 +240,7 @@ class _Watchdog:
                 process.kill()
             except psutil.Error:
                 pass
+        psutil.wait_procs(tree, timeout=10)  # gone, not dying, when the worker takes its next job
 
 
 def verdict_outputs(verdict) -> list:

@@ -101,7 +101,9 @@ def unavailable_reason() -> str | None:
     if bubblewrap() is None:
         return f"bubblewrap (bwrap) is not installed.\n{INSTALL_HELP}"
     try:
-        probe = subprocess.run([*bwrap_args(Path("/tmp"), []), "true"], capture_output=True, text=True, timeout=30)
+        # What grading runs: this Python, inside.
+        probe = subprocess.run([*bwrap_args(Path("/tmp"), readable_paths(Path("/tmp"))), sys.executable, "-c", ""],
+                               capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"{bubblewrap()} could not start ({error}).\n{INSTALL_HELP}"
     if probe.returncode != 0:

