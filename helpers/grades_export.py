@@ -72,7 +72,8 @@ class LatePolicy(Configurable):
     penalty_per_day = Float(0.0, min=0.0, max=1.0, help=(
         "Share of the assignment's maximum score taken for each started day (24 h) past the due date; 0: no penalty."
     )).tag(config=True)
-    cap = Float(1.0, min=0.0, max=1.0, help="The most the penalty takes, as a share of the maximum score.").tag(config=True)
+    cap = Float(1.0, min=0.0, max=1.0,
+                help="The most the penalty takes, as a share of the maximum score.").tag(config=True)
 
     def share(self, days: int) -> float:
         return min(self.cap, self.penalty_per_day * days)
@@ -129,7 +130,8 @@ def _extension_value(value: str, where: str) -> timedelta | datetime:
 
 def clean(text: str, limit: int = REASON_CHARS) -> str:
     """Untrusted text as one printable line of at most ``limit`` characters."""
-    text = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+", " ", str(text)).strip()
+    # Control characters could move the terminal's cursor; bidirectional overrides could reorder what it shows.
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+", " ", str(text)).strip()
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -313,13 +315,15 @@ class Grades:
             return _number(getattr(done[name], part))
         return _number(done[name].cells.get(part))
 
-    def _parts(self, name: str, fmt: str) -> list[tuple[str, str]]:
-        """(column header, part) of one assignment's columns."""
-        parts = [(name, "total")]
-        if fmt != "canvas":
-            parts += [(f"{name} autograded", "autograded"), (f"{name} manual", "manual")]
-        if self.per_question:
-            parts += [(column, column) for column in self.assignments[name].cells]
+    def _parts(self, fmt: str) -> list[tuple[str, str, str]]:
+        """(assignment, column header, part) of every score column: totals, parts, and cells if asked for."""
+        parts = []
+        for name, assignment in self.assignments.items():
+            parts.append((name, name, "total"))
+            if fmt != "canvas":
+                parts += [(name, f"{name} autograded", "autograded"), (name, f"{name} manual", "manual")]
+            if self.per_question:
+                parts += [(name, column, column) for column in assignment.cells]
         return parts
 
     def notes(self, student: str) -> list[str]:
@@ -336,31 +340,31 @@ class Grades:
     def rows(self, fmt: str) -> list[list[str]]:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        parts = [part for name in self.assignments for part in self._parts(name, fmt)]
-        headers = [header for header, _ in parts]
-        owner = {header: name for name in self.assignments for header, _ in self._parts(name, fmt)}
+        parts = self._parts(fmt)
+        headers = [header for _, header, _ in parts]
         students = sorted(self.table)
         if fmt == "canvas":
-            maxima = [_number(self.assignments[owner[h]].max_score if p == "total" else self.assignments[owner[h]].cells[p])
-                      for h, p in parts]
+            maxima = [_number(self.assignments[n].max_score if p == "total" else self.assignments[n].cells[p])
+                      for n, _, p in parts]
             out = [["Student", "ID", "SIS User ID", "SIS Login ID", "Section", *headers],
                    ["Points Possible", "", "", "", "", *maxima]]
             for student in students:
                 who = self.people.get(student, {})
                 out.append([who.get("name", student), who.get("lms_id", ""), student, who.get("username", ""), "",
-                            *(self._value(student, owner[h], p) for h, p in parts)])
+                            *(self._value(student, n, p) for n, _, p in parts)])
             return out
         if fmt == "moodle":
             out = [["ID number", "Email address", *headers, "Notes"]]
         else:
             out = [["student_id", *headers, "needs manual grading", "notes"]]
         for student in students:
-            values = [self._value(student, owner[h], p) for h, p in parts]
+            values = [self._value(student, n, p) for n, _, p in parts]
             notes = " | ".join(self.notes(student))
             if fmt == "moodle":
                 out.append([student, self.people.get(student, {}).get("email", ""), *values, notes])
             else:
-                waiting = " ".join(n for n, s in self.table[student].items() if s.needs_manual_grading)
+                done = self.table[student]
+                waiting = " ".join(n for n in self.assignments if n in done and done[n].needs_manual_grading)
                 out.append([student, *values, waiting, notes])
         return out
 
@@ -378,8 +382,10 @@ class Grades:
             lines += [f"  {student} / {name}: {late}" for (student, name), late in self.late.items()]
         if self.undated and self.policy.penalty_per_day:
             lines += [f"no due date in the gradebook for {name}: no late penalty applied (set one with "
-                      f"nbgrader db assignment add {name} --duedate='2025-03-01 23:59')" for name in sorted(self.undated)]
-        waiting = sorted({s for s, done in self.table.items() for n, score in done.items() if score.needs_manual_grading})
+                      f"nbgrader db assignment add {name} --duedate='2025-03-01 23:59')"
+                      for name in sorted(self.undated)]
+        waiting = sorted({student for student, done in self.table.items()
+                          if any(score.needs_manual_grading for score in done.values())})
         if waiting:
             lines.append(f"still waiting for manual grading: {', '.join(waiting)}")
         return lines

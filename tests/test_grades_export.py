@@ -20,7 +20,7 @@ bob,Bob Brown,bob@example.org,2002,bbrown,1
 dave,Dave Dee,dave@example.org,2004,ddee,a2=3
 """
 LATE_POLICY = "c.LatePolicy.penalty_per_day = 0.1\nc.LatePolicy.cap = 0.25\n"
-CARELESS = "reaches sys.modules\x1b[2J to patch the checker " + "x" * 500
+CARELESS = "reaches sys.modules\x1b[2J to patch the \u202echecker " + "x" * 500
 
 
 def small_class(folder):
@@ -110,7 +110,8 @@ def read(path):
 
 
 def export(course, fmt="csv", **kwargs):
-    return read(grades_export.export(fmt, course / f"{fmt}.csv", course=course, roster=course / "students.csv", **kwargs))
+    target = course / f"{fmt}.csv"
+    return read(grades_export.export(fmt, target, course=course, roster=course / "students.csv", **kwargs))
 
 
 def test_csv_has_totals_with_autograded_and_manual_parts(course_dir):
@@ -142,8 +143,10 @@ def test_flagged_scores_are_held_out_with_the_reasons_in_every_format(course_dir
         carol = export(course_dir, fmt)["carol"]
         assert carol[2:8] == [""] * 6, fmt  # a1's cells and a2 (never handed in) all empty
         note = carol[-1]
-        assert note.startswith("a1: held out, flagged — the kernel answered with a subclass of Tensor; reaches sys.modules")
-        assert "\x1b" not in note and "x" * 300 not in note and "(+1 more)" in note and "./kit review" in note
+        assert note.startswith("a1: held out, flagged — the kernel answered with a subclass of Tensor; "
+                               "reaches sys.modules")
+        assert "\x1b" not in note and "\u202e" not in note and "x" * 300 not in note
+        assert "(+1 more)" in note and "./kit review" in note
     assert export(course_dir, "canvas")["carol"][5:] == ["", ""]
 
 
@@ -192,8 +195,8 @@ def test_per_question_columns_follow_the_release_order(course_dir):
 def test_late_work_is_noted_without_a_penalty_when_the_policy_is_none(course_dir):
     rows = export(course_dir)
     assert rows["bob"][1] == "2"
-    assert rows["bob"][-1] == ("a1: 1 day late (handed in 2025-03-03 09:59, due 2025-03-02 23:59 with the extension 1): "
-                               "no penalty")
+    assert rows["bob"][-1] == ("a1: 1 day late (handed in 2025-03-03 09:59, due 2025-03-02 23:59 "
+                               "with the extension 1): no penalty")
     assert rows["dave"][1] == "10" and rows["dave"][-1].startswith("a1: 4 days late")
     assert rows["alice"][-1] == ""  # on time
 
