@@ -15,7 +15,7 @@ import argparse
 import shutil
 import sys
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 
 import nbformat
 import yaml
@@ -25,7 +25,8 @@ NAME = "learning-without-labels"
 # Every module of helpers/ is in exactly one list (tests/test_edition.py checks), so a new
 # module is shipped to students only when someone decides it should be.
 STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotting.py", "noise.py", "quality.py",
-                   "score_unet.py", "handin.py", "pdf_export.py", "feedback.py", "checks")
+                   "score_unet.py", "handin.py", "pdf_export.py", "feedback.py", "checks",
+                   "bridge.py", "judge.py")  # checks/common.py imports both: a check runs in-process in JupyterLab
 INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py", "grading.py",
                       "execution.py", "sandbox.py", "limits.py", "integrity.py",
                       "review_html.py", "review.py")
@@ -67,6 +68,11 @@ def release_notebooks(course: Path = COURSE) -> list[Path]:
     return notebooks
 
 
+def member_name(folder: str, relative: PurePath) -> str:
+    """A zip member's name: forward slashes whichever system builds the edition (the zip format's own rule)."""
+    return PurePosixPath(folder, *relative.parts).as_posix()
+
+
 def build(out: Path | None = None, course: Path = COURSE) -> Path:
     """Write the edition folder and its zip under ``out`` (default ``dist/``); return the folder."""
     out = Path(out or course / "dist")
@@ -90,7 +96,7 @@ def build(out: Path | None = None, course: Path = COURSE) -> Path:
     (target / "environment.yml").write_text(student_environment(course))
     with zipfile.ZipFile(target.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as bundle:
         for path in sorted(target.rglob("*")):
-            info = zipfile.ZipInfo.from_file(path, Path(target.name) / path.relative_to(target))
+            info = zipfile.ZipInfo.from_file(path, member_name(target.name, path.relative_to(target)))
             if path.is_file():
                 bundle.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)  # keeps `course` executable
     return target

@@ -1,11 +1,12 @@
 """The student edition holds what students need and nothing of the solutions, and works from a clean copy."""
-import os
+import importlib.util
 import re
 import shutil
 import stat
 import subprocess
+import sys
 import zipfile
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import nbformat
 import pytest
@@ -74,9 +75,11 @@ def test_edition_holds_what_students_need(built):
     files = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()}
     for name in course.assignments():
         assert f"notebooks/{name}/{name}.ipynb" in files
-    assert {"README.md", "course", "requirements.txt", "environment.yml", "data/penguins.csv",
-            "helpers/handin.py", "helpers/checks/a01.py", "jupyter-config/labconfig/page_config.json"} <= files
-    assert not any(f.startswith("solutions/") or Path(f).name in edition.INSTRUCTOR_MODULES for f in files)
+    assert {"README.md", "course", "course.py", "requirements.txt", "environment.yml", "data/penguins.csv",
+            "helpers/handin.py", "helpers/pdf_export.py", "helpers/checks/a01.py",
+            "jupyter-config/labconfig/page_config.json"} <= files
+    assert not any(f.startswith("solutions/") or f.startswith("helpers/") and Path(f).name in edition.INSTRUCTOR_MODULES
+                   for f in files)
     assert "nbgrader" not in (built / "requirements.txt").read_text()
     with zipfile.ZipFile(built.with_suffix(".zip")) as bundle:
         assert {n.split("/", 1)[1] for n in bundle.namelist()} == files
@@ -115,20 +118,78 @@ def student_copy(built, tmp_path_factory):
     return folder
 
 
-@pytest.mark.skipif(not (shutil.which("xelatex") and shutil.which("pandoc")) and not os.environ.get("CI"),
-                    reason="XeLaTeX and pandoc are not installed (CI installs them; see README)")
 def test_edition_hands_in_a_notebook_from_a_clean_copy(student_copy):
-    run = subprocess.run(["./course", "handin", NOTEBOOK], cwd=student_copy, env=student_env(), text=True,
-                         capture_output=True, timeout=900)
+    """``./course handin --rerun full``: the notebook as the hand-in ran it, with the edition's own helpers."""
+    run = subprocess.run(["./course", "handin", NOTEBOOK, "--rerun", "full"], cwd=student_copy, env=student_env(),
+                         text=True, capture_output=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "visible checks passed: 8/8" in run.stdout
     assert "encryption" not in run.stdout + run.stderr
     archive = student_copy / NOTEBOOK.replace(".ipynb", "-handin.zip")
     with zipfile.ZipFile(archive) as bundle:
         executed = nbformat.reads(bundle.read("01_pca_autoencoders.ipynb"), as_version=4)
+        assert bundle.read("01_pca_autoencoders.pdf").startswith(b"%PDF")
     outputs = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "✔" in outputs and "budget 'grade'" in outputs
     assert f"helpers from {student_copy / 'helpers'}" in outputs  # the edition's, not this repository's
+
+
+def test_python_entry_hands_in_the_saved_notebook_from_anywhere(student_copy):
+    """``python course.py handin`` (the Windows and macOS command), run from the notebook's folder: a quick run
+    in the grade budget, the saved notebook in the archive, and a PDF that notes the cells never run."""
+    folder = (student_copy / NOTEBOOK).parent
+    saved = (student_copy / NOTEBOOK).read_bytes()
+    run = subprocess.run([sys.executable, str(student_copy / "course.py"), "handin", Path(NOTEBOOK).name], cwd=folder,
+                         env=student_env(), text=True, capture_output=True, timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "'grade' budget in" in run.stdout and "visible checks passed: 8/8" in run.stdout
+    assert "has no output: it was not run" in run.stdout  # this copy was never run in JupyterLab
+    with zipfile.ZipFile(folder / "01_pca_autoencoders-handin.zip") as bundle:
+        assert bundle.read("01_pca_autoencoders.ipynb") == saved
+        assert all("\\" not in name for name in bundle.namelist())
+
+
+def load_course_script():
+    """edition/course.py, the student's cross-platform entry, imported as a module (it is not in a package)."""
+    spec = importlib.util.spec_from_file_location("course_script", ROOT / "edition" / "course.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_course_script_finds_the_venv_and_paths_on_windows_and_elsewhere():
+    script = load_course_script()
+    venv = Path("C:/Users/ada/course/.venv")
+    assert script.venv_python(venv, windows=True) == venv / "Scripts" / "python.exe"
+    assert script.venv_python(venv, windows=False) == venv / "bin" / "python"
+    env = script.environment(venv, {"PATH": r"C:\Windows\system32", "PYTHONPATH": r"D:\mine"}, windows=True)
+    assert env["PATH"] == f"{venv / 'Scripts'};C:\\Windows\\system32"
+    assert env["PYTHONPATH"] == f"{script.HERE};D:\\mine"
+    assert env["JUPYTER_CONFIG_PATH"] == str(script.HERE / "jupyter-config")
+    assert script.environment(venv, {"PATH": "/usr/bin"}, windows=False)["PATH"] == f"{venv / 'bin'}:/usr/bin"
+
+
+@pytest.mark.parametrize("version, accepted", [((3, 9, 18), False), ((3, 10, 0), True), ((3, 11, 7), True),
+                                               ((3, 13, 1), True), ((3, 14, 0), False)])
+def test_course_script_accepts_python_310_to_313(version, accepted):
+    script = load_course_script()
+    if accepted:
+        script.check_python(version)
+    else:
+        with pytest.raises(SystemExit, match=r"use Python 3\.10 to 3\.13"):
+            script.check_python(version)
+
+
+def test_course_script_explains_itself(capsys):
+    script = load_course_script()
+    assert script.main(["help"]) == 0 and "python course.py handin NOTEBOOK" in capsys.readouterr().out
+    assert script.main(["hand-in"]) == 2
+
+
+def test_edition_zip_members_use_forward_slashes():
+    """Zip members are POSIX paths whichever system builds the edition (Windows paths have backslashes)."""
+    assert edition.member_name("learning-without-labels-student", PureWindowsPath(r"helpers\checks\a01.py")) == \
+        "learning-without-labels-student/helpers/checks/a01.py"
 
 
 def test_a_release_notebook_with_outputs_is_refused(tmp_path):
