@@ -136,8 +136,11 @@ def main(argv: list[str] | None = None, course: Path = COURSE) -> int:
     action.add_argument("--zero", nargs=2, metavar=("STUDENT", "ASSIGNMENT"),
                         help="set the autograded scores to 0 (manual overrides) and clear the flag")
     args = parser.parse_args(argv)
-    if args.clear or args.zero:
-        print(clear(*args.clear, course=course) if args.clear else zero(*args.zero, course=course))
+    if args.clear:
+        print(clear(*args.clear, course=course))
+        return 0
+    if args.zero:
+        print(zero(*args.zero, course=course) + "\n(its feedback page shows the new scores after the next ./kit grade)")
         return 0
     found = flagged(course)
     if not found:
