@@ -110,18 +110,14 @@ def summarise(nb) -> tuple[list[Item], list[str]]:
     return items, broken
 
 
-def export_pdf(nb, target: Path, note: str = "") -> Path:
-    """The notebook's PDF (``helpers.pdf_export``: pandoc and Typst), ``note`` (markdown) on its first page."""
-    import nbformat
-
+def export_pdf(nb, target: Path, folder: Path | None = None) -> Path:
+    """The notebook's PDF (``helpers.pdf_export``: pandoc and Typst); ``folder``, the notebook's, holds the
+    images its markdown links to."""
     from .pdf_export import PDFError, TypstPDFExporter
 
-    if note:
-        nb = nbformat.from_dict(nb)  # a copy: the note is for the PDF only
-        nb.cells.insert(0, nbformat.v4.new_markdown_cell(note))
     try:
         body, _ = TypstPDFExporter().from_notebook_node(nb, resources={"metadata": {"name": target.stem,
-                                                                                   "path": str(target.parent)}})
+                                                                                   "path": str(folder or "")}})
     except (PDFError, RuntimeError, OSError) as error:  # pypandoc reports pandoc's errors as RuntimeError
         raise HandInError(f"the PDF could not be made ({str(error)[:600]}).\n"
                           "A markdown cell with a broken equation or table is the usual cause: fix it, save, and hand in again.") from error
@@ -307,7 +303,7 @@ def hand_in(notebook: str | os.PathLike, timeout: int = 1800, rerun: str = "grad
         data = nbformat.writes(executed).encode()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        pdf = export_pdf(annotate(handed, notes, header), Path(tmp) / f"{path.stem}.pdf")
+        pdf = export_pdf(annotate(handed, notes, header), Path(tmp) / f"{path.stem}.pdf", folder=path.parent)
         pdf_seconds, pdf_size = time.perf_counter() - start, pdf.stat().st_size
         archive = path.with_name(f"{path.stem}-handin.zip")
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:

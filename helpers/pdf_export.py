@@ -9,11 +9,11 @@ The PDF shows what the notebook shows: headings, markdown with its maths (pandoc
 Typst's), code, text outputs (the checks' ✔/✘ lines), PNG/JPEG figures, and HTML tables (DataFrames),
 which pandoc turns into real tables.
 
-What it trusts: the notebook is the student's own, so its text is typeset, never run: pandoc's Typst
-writer escapes markdown text, the Typst compiler sees only the folder it is given (its root is a scratch
-folder holding the document and the notebook's extracted images), and no package is downloaded
-(Typst's ``@preview`` imports are never written by pandoc; a notebook's raw Typst is dropped as raw
-markup from another format).
+What it trusts: nothing in the notebook, which is the student's. Its text is typeset, never run:
+pandoc's Typst writer escapes the text, raw Typst, TeX or HTML in a markdown cell is shown as text
+(pandoc's raw_* extensions are off), and Typst compiles with a scratch folder as its root, holding
+only the document and the notebook's images, so that an image link cannot read a file elsewhere (one
+in the notebook's own folder is copied in; any other is shown as its name).
 """
 from __future__ import annotations
 
@@ -28,14 +28,18 @@ from traitlets.config import Config
 # implicit_figures off: nbconvert writes each figure as ![png](file), which would become "Figure 1: png".
 # raw_html off: HTML that pandoc cannot turn into markdown is shown as text rather than silently dropped.
 MARKDOWN = "markdown-implicit_figures-raw_html-raw_tex-raw_attribute"
-# The checks' symbols are in DejaVu Sans Mono (which Typst embeds), the text in Libertinus Serif; A4.
-PAGE = ["--standalone", "-V", "papersize=a4", "-V", "margin.x=2cm", "-V", "margin.y=2cm",
-        "-V", "fontsize=10pt", "-V", "page-numbering=1"]
-# Typst's raw blocks would print a 300-character line off the page: wrap code and outputs, break long words.
+# pandoc's Typst template settings (a metadata file: the margins are a map, which -V cannot give). The text is
+# in Libertinus Serif, code and outputs in DejaVu Sans Mono, which has the checks' ✔ ✘: both are embedded in
+# Typst, so the PDF is the same on every system (system fonts are not looked at).
+PAGE = """papersize: a4
+fontsize: 10pt
+margin: {x: 2cm, y: 2cm}
+page-numbering: "1"
+"""
+# Code and outputs a size smaller on a grey ground, as in JupyterLab; a figure never wider than the text is
+# Typst's own default.
 STYLE = """#show raw.where(block: true): set text(size: 8pt)
 #show raw.where(block: true): block.with(fill: luma(246), inset: 5pt, radius: 2pt, width: 100%)
-#set image(fit: "contain")
-#show image: it => box(width: 100%, align(center, it))
 #let image-missing(path, ..arguments) = text(size: 8pt, fill: red)[(image not found: #path)]
 """
 TABLE = re.compile(r"<table", re.I)
@@ -82,16 +86,17 @@ class TypstPDFExporter(Exporter):
 
         nb, resources = super().from_notebook_node(nb, resources, **kw)  # this exporter's own preprocessors
         markdown, resources = self.markdown().from_notebook_node(nb, resources)
-        title = (resources.get("metadata") or {}).get("name") or "notebook"
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            for name, data in (resources.pop("outputs", None) or {}).items():
+            extracted = resources.pop("outputs", None) or {}
+            for name, data in extracted.items():
                 # nbconvert's own names (output_<cell>_<n>.png, under <notebook>_files/ from the command line).
                 (root / name).parent.mkdir(parents=True, exist_ok=True)
                 (root / name).write_bytes(data)
-            source = pypandoc.convert_text(markdown, "typst", format=MARKDOWN,
-                                           extra_args=PAGE + ["-V", f"pagetitle={title}"])
-            source = IMAGE.sub(lambda m: self._image(m, root, resources), source)
+            (root / "page.yaml").write_text(PAGE, encoding="utf-8")
+            source = pypandoc.convert_text(markdown, "typst", format=MARKDOWN, extra_args=[
+                "--standalone", f"--metadata-file={root / 'page.yaml'}"])
+            source = IMAGE.sub(lambda m: self._image(m, root, set(extracted), resources), source)
             document = root / "notebook.typ"
             document.write_text(STYLE + source, encoding="utf-8")
             try:
@@ -103,16 +108,17 @@ class TypstPDFExporter(Exporter):
         return pdf, resources
 
     @staticmethod
-    def _image(match, root: Path, resources) -> str:
+    def _image(match, root: Path, extracted: set, resources) -> str:
         """A figure's path inside the scratch root: nbconvert's extracted outputs are there already; an image
         a markdown cell links to is copied in from the notebook's folder (nothing outside it); any other is
         shown as its name, so that one bad link does not cost the whole PDF."""
         name = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
-        if (root / name).resolve().is_relative_to(root.resolve()) and (root / name).is_file():
+        if name in extracted:
             return match.group(0)
-        folder = Path((resources.get("metadata") or {}).get("path") or ".").resolve()
-        source = (folder / name).resolve()
-        if source.is_relative_to(folder) and source.is_file() and source.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".svg"):
+        folder = (resources.get("metadata") or {}).get("path")  # the notebook's folder, where nbconvert knows it
+        source = (Path(folder) / name).resolve() if folder else None
+        if source and source.is_relative_to(Path(folder).resolve()) and source.is_file() \
+                and source.suffix.lower() in (".png", ".jpg", ".jpeg", ".gif", ".svg"):
             copy = f"linked_{len(list(root.iterdir()))}{source.suffix.lower()}"
             (root / copy).write_bytes(source.read_bytes())
             return f'image("{copy}"'
