@@ -1,10 +1,13 @@
 """Wall time of each source notebook per budget, and of nbgrader autograding it.
 
-    python benchmarks/notebooks.py 01 --budget grade full [--autograde]
+    python benchmarks/notebooks.py 01 --budget grade full [--autograde] [--record]
 
 Runs the *source* notebooks (reference answers) from a clean kernel with
 nbclient in a scratch folder, prints a table of wall times and failing cells,
-and echoes the lines of output that report results (``--grep``).
+and echoes the lines of output that report results (``--grep``). ``--record``
+writes the times of runs without failures into ``benchmarks/notebook-times.json``
+(run it on an idle machine): the one table of times that the READMEs quote
+(``helpers.edition.notebook_times`` writes them into the student edition's).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMES = ROOT / "benchmarks" / "notebook-times.json"
 sys.path.insert(0, str(ROOT))
 
 
@@ -80,11 +84,23 @@ def time_autograde(assignment: str) -> float:
         return time.perf_counter() - start
 
 
+def record(rows: list[tuple[str, str, float, int]], table: Path = TIMES) -> None:
+    """Merge the clean nbclient runs of ``rows`` into ``table`` ({budget: {assignment: seconds}})."""
+    import json
+
+    times = json.loads(table.read_text()) if table.exists() else {}
+    for name, run, seconds, failed in rows:
+        if run.startswith("nbclient, ") and not failed:
+            times.setdefault(run.removeprefix("nbclient, "), {})[name[:2]] = round(seconds)
+    table.write_text(json.dumps(times, indent=2, sort_keys=True) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("assignments", nargs="+", help="assignment numbers, e.g. 01 02")
     parser.add_argument("--budget", nargs="+", default=["grade"], choices=["grade", "full"])
     parser.add_argument("--autograde", action="store_true", help="also time nbgrader autograde (grade budget)")
+    parser.add_argument("--record", action="store_true", help=f"write the times into {TIMES.relative_to(ROOT)}")
     parser.add_argument("--grep", default=r"(✔|test MSE|accuracy|AUROC|weights|spread|result|slowest cell)",
                         help="regex of output lines to echo")
     args = parser.parse_args()
@@ -102,6 +118,8 @@ def main() -> int:
     print("\n| assignment | run | wall time (s) | failing cells |\n| --- | --- | ---: | ---: |")
     for name, run, seconds, failed in rows:
         print(f"| {name} | {run} | {seconds:.1f} | {failed} |")
+    if args.record:
+        record(rows)
     return 0 if all(r[3] == 0 for r in rows) else 1
 
 

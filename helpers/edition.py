@@ -68,6 +68,19 @@ def release_notebooks(course: Path = COURSE) -> list[Path]:
     return notebooks
 
 
+TIMES = Path("benchmarks/notebook-times.json")  # in the course; written by benchmarks/notebooks.py --record
+TIMES_MARK = "[times from benchmarks/notebook-times.json]"  # in edition/README.md, replaced when the edition is built
+
+
+def notebook_times(budget: str = "full", course: Path = COURSE) -> str:
+    """The measured wall time of each whole notebook, as the READMEs quote it: ``01 3.0 min, 02 72 s, …``."""
+    import json
+
+    times = json.loads((course / TIMES).read_text())[budget]
+    return ", ".join(f"{name} {seconds} s" if seconds < 100 else f"{name} {seconds / 60:.1f} min"
+                     for name, seconds in sorted(times.items()))
+
+
 def member_name(folder: str, relative: PurePath) -> str:
     """A zip member's name: forward slashes whichever system builds the edition (the zip format's own rule)."""
     return PurePosixPath(folder, *relative.parts).as_posix()
@@ -92,6 +105,8 @@ def build(out: Path | None = None, course: Path = COURSE) -> Path:
     (target / "data").mkdir()
     for name in ("penguins.csv", "README.md"):
         shutil.copy(course / "data" / name, target / "data" / name)
+    readme = target / "README.md"
+    readme.write_text(readme.read_text().replace(TIMES_MARK, notebook_times(course=course)))
     (target / "requirements.txt").write_text(student_requirements(course))
     (target / "environment.yml").write_text(student_environment(course))
     with zipfile.ZipFile(target.with_suffix(".zip"), "w", zipfile.ZIP_DEFLATED) as bundle:

@@ -1,5 +1,6 @@
 """The student edition holds what students need and nothing of the solutions, and works from a clean copy."""
 import importlib.util
+import json
 import re
 import shutil
 import stat
@@ -84,6 +85,27 @@ def test_edition_holds_what_students_need(built):
     with zipfile.ZipFile(built.with_suffix(".zip")) as bundle:
         assert {n.split("/", 1)[1] for n in bundle.namelist()} == files
         assert bundle.getinfo(f"{built.name}/course").external_attr >> 16 & stat.S_IXUSR
+
+
+def test_the_readmes_quote_the_measured_notebook_times(built):
+    """One table of times (benchmarks/notebook-times.json) for both READMEs, so that neither drifts."""
+    times = edition.notebook_times("full")
+    assert re.fullmatch(r"01 [\d.]+ (s|min), 02 .*, 03 .*, 04 [\d.]+ (s|min)", times)
+    assert f"whole notebook: {times}." in (built / "README.md").read_text()
+    assert edition.TIMES_MARK in (ROOT / "edition" / "README.md").read_text()
+    assert times in (ROOT / "README.md").read_text()
+
+
+def test_the_notebook_benchmark_records_only_clean_runs(tmp_path):
+    spec = importlib.util.spec_from_file_location("notebook_benchmark", ROOT / "benchmarks" / "notebooks.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    table = tmp_path / "times.json"
+    table.write_text('{"full": {"01": 180, "02": 72}}')
+    benchmark.record([("01_pca_autoencoders", "nbclient, full", 171.4, 0), ("02_kmeans_gmm_ood", "nbclient, full", 9.0, 1),
+                      ("03_energy_based_models", "nbgrader autograde, grade", 50.0, 0),
+                      ("03_energy_based_models", "nbclient, grade", 24.6, 0)], table)
+    assert json.loads(table.read_text()) == {"full": {"01": 171, "02": 72}, "grade": {"03": 25}}
 
 
 def test_edition_leaks_no_solution_hidden_test_or_model_answer(built):
