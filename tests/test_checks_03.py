@@ -261,6 +261,11 @@ def test_trained_ebm_2d_wrong_fails(ref03, short_checks, change, message, studen
     fails(checks.check_trained_ebm_2d, student(variant_trainer(ref03, **change)), student(ref03.sgld_sample), match=message)
 
 
+def test_trained_ebm_2d_judged_message_is_the_local_message(ref03, short_checks, judged):
+    answers = (variant_trainer(ref03, no_noise=True), ref03.sgld_sample)
+    assert message(checks.check_trained_ebm_2d, *map(judged, answers)) == message(checks.check_trained_ebm_2d, *answers)
+
+
 # -------------------------------------------------------------------- EnergyCNN
 def test_energy_cnn_reference_passes(ref03, student):
     checks.check_energy_cnn(student(ref03.EnergyCNN))

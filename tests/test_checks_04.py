@@ -1,5 +1,7 @@
-"""The checkers of assignment 04 pass the reference and fail plausible wrong answers."""
+"""The checkers of assignment 04 pass the reference and fail plausible wrong answers, in the student's own kernel
+(local) and as grading runs them (judged: the answers live in a separate stand-in kernel, behind Remote handles)."""
 import contextlib
+import copy
 import math
 
 import pytest
@@ -8,8 +10,21 @@ from torch import nn
 
 from conftest import fails
 from helpers import budgets
+from helpers.checks import CheckFailed
 from helpers.checks import a04 as checks
 from helpers.noise import geometric_sigmas
+
+
+@pytest.fixture(params=["local", "judged"])
+def student(request):
+    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
+    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
+
+
+def message(check, *args, **kwargs) -> str:
+    with pytest.raises(CheckFailed) as failure:
+        check(*args, **kwargs)
+    return str(failure.value)
 
 
 def gm_variant(ref04, **overrides):
@@ -35,12 +50,12 @@ def test_isotropic_score_matches_torch_distributions():
 
 
 # ------------------------------------------------------------------ GaussianMixture
-def test_gaussian_mixture_reference_passes(ref04):
+def test_gaussian_mixture_reference_passes(ref04, student):
     for seed in range(3):
-        checks.check_log_prob(ref04.GaussianMixture, seed=seed)
-        checks.check_score(ref04.GaussianMixture, seed=seed, K=4, d=3)
-        checks.check_perturb(ref04.GaussianMixture, seed=seed)
-    checks.check_sample(ref04.GaussianMixture)
+        checks.check_log_prob(student(ref04.GaussianMixture), seed=seed)
+        checks.check_score(student(ref04.GaussianMixture), seed=seed, K=4, d=3)
+        checks.check_perturb(student(ref04.GaussianMixture), seed=seed)
+    checks.check_sample(student(ref04.GaussianMixture))
 
 
 class LoopMixture:
@@ -78,11 +93,11 @@ class LoopMixture:
         return LoopMixture(self.w, self.m, self.c + sigma**2 * torch.eye(self.m.shape[1], dtype=self.c.dtype))
 
 
-def test_gaussian_mixture_loop_style_passes():
-    checks.check_log_prob(LoopMixture)
-    checks.check_score(LoopMixture, seed=4, K=2, d=5)
-    checks.check_sample(LoopMixture)
-    checks.check_perturb(LoopMixture)
+def test_gaussian_mixture_loop_style_passes(student):
+    checks.check_log_prob(student(LoopMixture))
+    checks.check_score(student(LoopMixture), seed=4, K=2, d=5)
+    checks.check_sample(student(LoopMixture))
+    checks.check_perturb(student(LoopMixture))
 
 
 def naive_log_prob(self, x):
@@ -107,8 +122,8 @@ def no_norm_log_prob(self, x):
     (no_weights_log_prob, "ignores the mixture weights"),
     (no_norm_log_prob, "normalising term"),
 ])
-def test_log_prob_wrong_fails(ref04, wrong, message):
-    fails(checks.check_log_prob, gm_variant(ref04, log_prob=wrong), match=message)
+def test_log_prob_wrong_fails(ref04, wrong, message, student):
+    fails(checks.check_log_prob, student(gm_variant(ref04, log_prob=wrong)), match=message)
 
 
 def naive_score(self, x):
@@ -135,12 +150,12 @@ def covariance_not_inverse_score(self, x):
     (unweighted_score, "ignores the mixture weights"),
     (covariance_not_inverse_score, "differs from the gradient"),
 ])
-def test_score_wrong_fails(ref04, wrong, message):
-    fails(checks.check_score, gm_variant(ref04, score=wrong), match=message)
+def test_score_wrong_fails(ref04, wrong, message, student):
+    fails(checks.check_score, student(gm_variant(ref04, score=wrong)), match=message)
 
 
-def test_score_sign_error_fails(ref04):
-    fails(checks.check_score, gm_variant(ref04, score=lambda self, x: -ref04.GaussianMixture.score(self, x)),
+def test_score_sign_error_fails(ref04, student):
+    fails(checks.check_score, student(gm_variant(ref04, score=lambda self, x: -ref04.GaussianMixture.score(self, x))),
           match="wrong sign")
 
 
@@ -167,8 +182,8 @@ def global_rng_sample(self, n, generator=None):
     (cov_not_sqrt_sample, "Σ itself"),
     (global_rng_sample, "generator"),
 ])
-def test_sample_wrong_fails(ref04, wrong, message):
-    fails(checks.check_sample, gm_variant(ref04, sample=wrong), match=message)
+def test_sample_wrong_fails(ref04, wrong, message, student):
+    fails(checks.check_sample, student(gm_variant(ref04, sample=wrong)), match=message)
 
 
 def sigma_not_squared(self, sigma):
@@ -189,15 +204,15 @@ def every_entry(self, sigma):
     (in_place, "original mixture has changed"),
     (every_entry, "every entry"),
 ])
-def test_perturb_wrong_fails(ref04, wrong, message):
-    fails(checks.check_perturb, gm_variant(ref04, perturb=wrong), match=message)
+def test_perturb_wrong_fails(ref04, wrong, message, student):
+    fails(checks.check_perturb, student(gm_variant(ref04, perturb=wrong)), match=message)
 
 
 # ------------------------------------------------------------------ Langevin
-def test_langevin_reference_passes(ref04):
+def test_langevin_reference_passes(ref04, student):
     for seed in range(3):
-        checks.check_langevin(ref04.langevin_dynamics, seed=seed)
-    checks.check_langevin(ref04.langevin_dynamics, seed=5, n=6000, step_size=0.2, n_steps=30)
+        checks.check_langevin(student(ref04.langevin_dynamics), seed=seed)
+    checks.check_langevin(student(ref04.langevin_dynamics), seed=5, n=6000, step_size=0.2, n_steps=30)
 
 
 def preallocated_langevin(score_fn, x0, step_size, n_steps, return_trajectory=False, generator=None):
@@ -210,8 +225,8 @@ def preallocated_langevin(score_fn, x0, step_size, n_steps, return_trajectory=Fa
     return states if return_trajectory else states[-1]
 
 
-def test_langevin_preallocated_style_passes():
-    checks.check_langevin(preallocated_langevin)
+def test_langevin_preallocated_style_passes(student):
+    checks.check_langevin(student(preallocated_langevin))
 
 
 def langevin_variant(drift=0.5, noise=1.0):
@@ -230,26 +245,38 @@ def langevin_variant(drift=0.5, noise=1.0):
     (langevin_variant(noise=math.sqrt(2)), "twice too large"),
     (langevin_variant(drift=1.0), "twice too fast"),
 ])
-def test_langevin_wrong_fails(wrong, message):
-    fails(checks.check_langevin, wrong, match=message)
+def test_langevin_wrong_fails(wrong, message, student):
+    fails(checks.check_langevin, student(wrong), match=message)
 
 
-def test_langevin_bad_trajectory_fails(ref04):
+def test_langevin_updating_x0_in_place_fails(student):
+    def in_place(score_fn, x0, step_size, n_steps, return_trajectory=False, generator=None):
+        x, states = x0, [x0.clone()]  # x is the caller's tensor: every update below overwrites its starting points
+        for _ in range(n_steps):
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x += step_size / 2 * score_fn(x) + math.sqrt(step_size) * z
+            states.append(x.clone())
+        return torch.stack(states) if return_trajectory else x.clone()
+
+    fails(checks.check_langevin, student(in_place), match="changed x0 in place")
+
+
+def test_langevin_bad_trajectory_fails(ref04, student):
     def no_start(score_fn, x0, step_size, n_steps, return_trajectory=False, generator=None):
         out = ref04.langevin_dynamics(score_fn, x0, step_size, n_steps, return_trajectory, generator)
         return out[1:] if return_trajectory else out
 
-    fails(checks.check_langevin, no_start, match=r"n_steps \+ 1")
+    fails(checks.check_langevin, student(no_start), match=r"n_steps \+ 1")
 
 
 # ------------------------------------------------------------------ DSM
-def test_dsm_loss_reference_passes(ref04):
+def test_dsm_loss_reference_passes(ref04, student):
     for seed in range(3):
-        checks.check_dsm_loss(ref04.dsm_loss, seed=seed)
-    checks.check_dsm_loss(ref04.dsm_loss, seed=7, d=3, s=0.5)
+        checks.check_dsm_loss(student(ref04.dsm_loss), seed=seed)
+    checks.check_dsm_loss(student(ref04.dsm_loss), seed=7, d=3, s=0.5)
 
 
-def dsm_variant(reduce_dims="sum", weight=True, sign=1.0, per_batch=False, half=0.5):
+def dsm_variant(reduce_dims="sum", weight=True, sign=1.0, per_batch=False, half=0.5, detach=False):
     def loss_fn(score_model, x, sigmas, generator=None):
         sigmas = torch.as_tensor(sigmas, dtype=x.dtype)
         n_draws = 1 if per_batch else len(x)
@@ -258,18 +285,19 @@ def dsm_variant(reduce_dims="sum", weight=True, sign=1.0, per_batch=False, half=
         s = score_model(x + sigma * z, sigma)
         residual = sigma * s + sign * z if weight else s + sign * z / sigma
         sq = residual**2
-        return half * (sq.sum(1) if reduce_dims == "sum" else sq.mean(1)).mean()
+        loss = half * (sq.sum(1) if reduce_dims == "sum" else sq.mean(1)).mean()
+        return loss.detach() if detach else loss
     return loss_fn
 
 
-def test_dsm_loss_numpy_sigmas_style_passes():
+def test_dsm_loss_numpy_sigmas_style_passes(student):
     """Another correct style: σ drawn by index into a Python list, noise with the generator first."""
     def loss_fn(score_model, x, sigmas, generator=None):
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         idx = torch.randint(0, len(sigmas), (x.shape[0], 1), generator=generator)
         sigma = torch.as_tensor([float(s) for s in sigmas], dtype=x.dtype)[idx]
         return (0.5 * torch.sum((sigma * score_model(x + sigma * z, sigma) + z) ** 2, dim=-1)).mean()
-    checks.check_dsm_loss(loss_fn)
+    checks.check_dsm_loss(student(loss_fn))
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -278,12 +306,13 @@ def test_dsm_loss_numpy_sigmas_style_passes():
     (dsm_variant(sign=-1.0), "mind the \\+ sign"),
     (dsm_variant(per_batch=True), "one σ for the whole batch"),
     (dsm_variant(half=1.0), "Missing the ½"),
+    (dsm_variant(detach=True), "without a graph"),
 ])
-def test_dsm_loss_wrong_fails(wrong, message):
-    fails(checks.check_dsm_loss, wrong, match=message)
+def test_dsm_loss_wrong_fails(wrong, message, student):
+    fails(checks.check_dsm_loss, student(wrong), match=message)
 
 
-def test_dsm_loss_wrong_noise_fails():
+def test_dsm_loss_wrong_noise_fails(student):
     def squared_sigma(score_model, x, sigmas, generator=None):
         sigma = torch.as_tensor(sigmas, dtype=x.dtype)[torch.randint(len(sigmas), (len(x),), generator=generator)][:, None]
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
@@ -294,25 +323,25 @@ def test_dsm_loss_wrong_noise_fails():
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         return 0.5 * ((sigma[:, None] * score_model(x + sigma[:, None] * z, sigma) + z) ** 2).sum(1).mean()
 
-    fails(checks.check_dsm_loss, squared_sigma, match="x̃ = x \\+ σ·z")
-    fails(checks.check_dsm_loss, flat_sigma, match="shape \\[B, 1\\]")
+    fails(checks.check_dsm_loss, student(squared_sigma), match="x̃ = x \\+ σ·z")
+    fails(checks.check_dsm_loss, student(flat_sigma), match="shape \\[B, 1\\]")
 
 
 # ------------------------------------------------------------------ EnergyScore
-def test_energy_score_reference_passes(ref04):
-    checks.check_energy_score(ref04.EnergyScore)
-    checks.check_energy_score(ref04.EnergyScore, seed=3, n=5, d=2)
+def test_energy_score_reference_passes(ref04, student):
+    checks.check_energy_score(student(ref04.EnergyScore))
+    checks.check_energy_score(student(ref04.EnergyScore), seed=3, n=5, d=2)
 
 
-def energy_score_variant(sign=-1.0, create_graph=True, enable_grad=True):
+def energy_score_variant(sign=-1.0, create_graph=True, enable_grad=True, copy_energy=False, input_in_place=False):
     class Wrapped(nn.Module):
         def __init__(self, energy_model):
             super().__init__()
-            self.energy_model = energy_model
+            self.energy_model = copy.deepcopy(energy_model) if copy_energy else energy_model
 
         def forward(self, x, sigma):
             with torch.enable_grad() if enable_grad else contextlib.nullcontext():
-                x = x.detach().requires_grad_(True)
+                x = x.requires_grad_(True) if input_in_place else x.detach().requires_grad_(True)
                 (grad,) = torch.autograd.grad(self.energy_model(x, sigma).sum(), x, create_graph=create_graph)
             return sign * grad
     return Wrapped
@@ -334,15 +363,17 @@ class NotStored(nn.Module):
     (energy_score_variant(create_graph=False), "create_graph=True"),
     (energy_score_variant(enable_grad=False), "enable_grad"),
     (NotStored, "parameters"),
+    (energy_score_variant(copy_energy=True), "parameters"),
+    (energy_score_variant(input_in_place=True), "changed its input x"),
 ])
-def test_energy_score_wrong_fails(wrong, message):
-    fails(checks.check_energy_score, wrong, match=message)
+def test_energy_score_wrong_fails(wrong, message, student):
+    fails(checks.check_energy_score, student(wrong), match=message)
 
 
 # ------------------------------------------------------------------ annealed Langevin
-def test_annealed_langevin_reference_passes(ref04):
-    checks.check_annealed_langevin(ref04.annealed_langevin)
-    checks.check_annealed_langevin(ref04.annealed_langevin, seed=8, weights=(0.5, 0.3, 0.2), descending=True)
+def test_annealed_langevin_reference_passes(ref04, student):
+    checks.check_annealed_langevin(student(ref04.annealed_langevin))
+    checks.check_annealed_langevin(student(ref04.annealed_langevin), seed=8, weights=(0.5, 0.3, 0.2), descending=True)
 
 
 def annealed_variant(step="scaled", order="sorted", sigma_shape="column"):
@@ -363,26 +394,33 @@ def annealed_variant(step="scaled", order="sorted", sigma_shape="column"):
     (annealed_variant(order="as given"), "start from the largest σ"),
     (annealed_variant(sigma_shape="flat"), "shape \\[n, 1\\]"),
 ])
-def test_annealed_langevin_wrong_fails(wrong, message):
-    fails(checks.check_annealed_langevin, wrong, match=message)
+def test_annealed_langevin_wrong_fails(wrong, message, student):
+    fails(checks.check_annealed_langevin, student(wrong), match=message)
 
 
-def test_trained_annealed_reference_passes(ref04, monkeypatch):
+def test_trained_annealed_reference_passes(ref04, monkeypatch, student):
     monkeypatch.setenv("COURSE_BUDGET", "grade")
-    checks.check_trained_annealed(ref04.dsm_loss, ref04.EnergyScore, ref04.annealed_langevin)
+    checks.check_trained_annealed(student(ref04.dsm_loss), student(ref04.EnergyScore), student(ref04.annealed_langevin))
 
 
-def test_trained_annealed_with_sign_error_in_loss_fails(ref04, monkeypatch):
+def test_trained_annealed_with_sign_error_in_loss_fails(ref04, monkeypatch, student):
     monkeypatch.setenv("COURSE_BUDGET", "grade")
     monkeypatch.setitem(budgets.SIZES["04"]["grade"], "check_iters", 300)  # a broken loss fails as fast as it learns
-    fails(checks.check_trained_annealed, dsm_variant(sign=-1.0), ref04.EnergyScore, ref04.annealed_langevin,
-          match="after 300 DSM steps")
+    fails(checks.check_trained_annealed, student(dsm_variant(sign=-1.0)), student(ref04.EnergyScore),
+          student(ref04.annealed_langevin), match="after 300 DSM steps")
+
+
+def test_trained_annealed_judged_message_is_the_local_message(ref04, monkeypatch, judged):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    monkeypatch.setitem(budgets.SIZES["04"]["grade"], "check_iters", 300)
+    answers = (dsm_variant(sign=-1.0), ref04.EnergyScore, ref04.annealed_langevin)
+    assert message(checks.check_trained_annealed, *map(judged, answers)) == message(checks.check_trained_annealed, *answers)
 
 
 # ------------------------------------------------------------------ SDEs
-def test_sde_classes_reference_pass(ref04):
-    checks.check_sde_classes(ref04.SDE, ref04.OrnsteinUhlenbeck)
-    checks.check_sde_classes(ref04.SDE, ref04.OrnsteinUhlenbeck, seed=4, n=9)
+def test_sde_classes_reference_pass(ref04, student):
+    checks.check_sde_classes(student(ref04.SDE), student(ref04.OrnsteinUhlenbeck))
+    checks.check_sde_classes(student(ref04.SDE), student(ref04.OrnsteinUhlenbeck), seed=4, n=9)
 
 
 def sde_variant(ref04, reverse):
@@ -400,11 +438,11 @@ def sde_variant(ref04, reverse):
     (lambda self, x, t, s: self.drift(x, t) + self.diffusion(t) ** 2 * s(x, t), "minus sign"),
     (lambda self, x, t, s: self.drift(x, t) - self.diffusion(t) * s(x, t), "diffusion squared"),
 ])
-def test_sde_reverse_drift_wrong_fails(ref04, reverse, message):
-    fails(checks.check_sde_classes, *sde_variant(ref04, reverse), match=message)
+def test_sde_reverse_drift_wrong_fails(ref04, reverse, message, student):
+    fails(checks.check_sde_classes, *map(student, sde_variant(ref04, reverse)), match=message)
 
 
-def test_ou_wrong_fails(ref04):
+def test_ou_wrong_fails(ref04, student):
     class PlusHalf(ref04.SDE):
         def drift(self, x, t):
             return 0.5 * x
@@ -416,8 +454,19 @@ def test_ou_wrong_fails(ref04):
         def diffusion(self, t):
             return math.sqrt(2)
 
-    fails(checks.check_sde_classes, ref04.SDE, PlusHalf, match="OU drift")
-    fails(checks.check_sde_classes, ref04.SDE, SqrtTwo, match="should be 1")
+    class Standalone:  # right formulas, but not an SDE
+        def drift(self, x, t):
+            return -0.5 * x
+
+        def diffusion(self, t):
+            return 1.0
+
+        def reverse_drift(self, x, t, score_fn):
+            return self.drift(x, t) - score_fn(x, t)
+
+    fails(checks.check_sde_classes, student(ref04.SDE), student(PlusHalf), match="OU drift")
+    fails(checks.check_sde_classes, student(ref04.SDE), student(SqrtTwo), match="should be 1")
+    fails(checks.check_sde_classes, student(ref04.SDE), student(Standalone), match="should subclass SDE")
 
 
 def em_variant(noise="sqrt", time="start", reverse_sign="negative"):
@@ -436,53 +485,57 @@ def em_variant(noise="sqrt", time="start", reverse_sign="negative"):
     return integrate
 
 
-def test_euler_maruyama_reference_passes(ref04):
-    checks.check_euler_maruyama_forward(ref04.euler_maruyama, ref04.OrnsteinUhlenbeck)
-    checks.check_euler_maruyama_forward(ref04.euler_maruyama, ref04.OrnsteinUhlenbeck, seed=3, n=15_000, n_steps=50)
-    checks.check_euler_maruyama_reverse(ref04.euler_maruyama, ref04.OrnsteinUhlenbeck)
-    checks.check_euler_maruyama_reverse(ref04.euler_maruyama, ref04.OrnsteinUhlenbeck, seed=5, weights=(0.2, 0.2, 0.6))
+def test_euler_maruyama_reference_passes(ref04, student):
+    euler_maruyama, ou = student(ref04.euler_maruyama), student(ref04.OrnsteinUhlenbeck)
+    checks.check_euler_maruyama_forward(euler_maruyama, ou)
+    checks.check_euler_maruyama_forward(euler_maruyama, ou, seed=3, n=15_000, n_steps=50)
+    checks.check_euler_maruyama_reverse(euler_maruyama, ou)
+    checks.check_euler_maruyama_reverse(euler_maruyama, ou, seed=5, weights=(0.2, 0.2, 0.6))
 
 
-def test_euler_maruyama_variant_of_reference_passes(ref04):
-    checks.check_euler_maruyama_forward(em_variant(), ref04.OrnsteinUhlenbeck)
-    checks.check_euler_maruyama_reverse(em_variant(), ref04.OrnsteinUhlenbeck)
+def test_euler_maruyama_variant_of_reference_passes(ref04, student):
+    checks.check_euler_maruyama_forward(student(em_variant()), student(ref04.OrnsteinUhlenbeck))
+    checks.check_euler_maruyama_reverse(student(em_variant()), student(ref04.OrnsteinUhlenbeck))
 
 
 @pytest.mark.parametrize("wrong, message", [
     (em_variant(noise="none"), "noise term"),
     (em_variant(noise="unit"), "√Δt"),
 ])
-def test_euler_maruyama_forward_wrong_fails(ref04, wrong, message):
-    fails(checks.check_euler_maruyama_forward, wrong, ref04.OrnsteinUhlenbeck, match=message)
+def test_euler_maruyama_forward_wrong_fails(ref04, wrong, message, student):
+    fails(checks.check_euler_maruyama_forward, student(wrong), student(ref04.OrnsteinUhlenbeck), match=message)
 
 
-def test_euler_maruyama_forward_wrong_time_fails(ref04):
-    fails(checks.check_euler_maruyama_forward, em_variant(time="end"), ref04.OrnsteinUhlenbeck, match="start of the step")
+def test_euler_maruyama_forward_wrong_time_fails(ref04, student):
+    fails(checks.check_euler_maruyama_forward, student(em_variant(time="end")), student(ref04.OrnsteinUhlenbeck),
+          match="start of the step")
 
 
 @pytest.mark.parametrize("wrong, message", [
     (em_variant(reverse_sign="positive"), "Δt is negative"),
     (em_variant(time="end"), "start of each step"),
 ])
-def test_euler_maruyama_reverse_wrong_fails(ref04, wrong, message):
-    fails(checks.check_euler_maruyama_reverse, wrong, ref04.OrnsteinUhlenbeck, match=message)
+def test_euler_maruyama_reverse_wrong_fails(ref04, wrong, message, student):
+    fails(checks.check_euler_maruyama_reverse, student(wrong), student(ref04.OrnsteinUhlenbeck), match=message)
 
 
-def test_euler_maruyama_reverse_with_sign_error_in_reverse_drift_fails(ref04):
+def test_euler_maruyama_reverse_with_sign_error_in_reverse_drift_fails(ref04, student):
     _, WrongOU = sde_variant(ref04, lambda self, x, t, s: self.drift(x, t) + self.diffusion(t) ** 2 * s(x, t))
-    fails(checks.check_euler_maruyama_reverse, ref04.euler_maruyama, WrongOU, match="exact score")
+    fails(checks.check_euler_maruyama_reverse, student(ref04.euler_maruyama), student(WrongOU), match="exact score")
 
 
 # ------------------------------------------------------------------ VE SDE, probability flow, predictor–corrector
-def test_variance_exploding_reference_passes(ref04):
-    checks.check_variance_exploding(ref04.VarianceExploding, ref04.SDE)
-    checks.check_variance_exploding(ref04.VarianceExploding, ref04.SDE, seed=3, n=9, sigma_min=0.01, sigma_max=50.0)
+def test_variance_exploding_reference_passes(ref04, student):
+    VarianceExploding, SDE = student(ref04.VarianceExploding), student(ref04.SDE)
+    euler_maruyama = student(ref04.euler_maruyama)
+    checks.check_variance_exploding(VarianceExploding, SDE)
+    checks.check_variance_exploding(VarianceExploding, SDE, seed=3, n=9, sigma_min=0.01, sigma_max=50.0)
     for seed in range(2):
-        checks.check_ve_reverse(ref04.euler_maruyama, ref04.VarianceExploding, seed=seed)
-    checks.check_ve_reverse(ref04.euler_maruyama, ref04.VarianceExploding, seed=5, weights=(0.5, 0.3, 0.2), n_steps=300)
+        checks.check_ve_reverse(euler_maruyama, VarianceExploding, seed=seed)
+    checks.check_ve_reverse(euler_maruyama, VarianceExploding, seed=5, weights=(0.5, 0.3, 0.2), n_steps=300)
 
 
-def test_variance_exploding_other_style_passes(ref04):
+def test_variance_exploding_other_style_passes(ref04, student):
     """Another correct style: σ(t) through exp/log, diffusion as the square root of d[σ²]/dt."""
     class VE(ref04.SDE):
         def __init__(self, sigma_min, sigma_max):
@@ -498,8 +551,8 @@ def test_variance_exploding_other_style_passes(ref04):
         def diffusion(self, t):
             return torch.sqrt(2 * math.log(self.hi / self.lo) * self.sigma(t) ** 2)
 
-    checks.check_variance_exploding(VE, ref04.SDE)
-    checks.check_ve_reverse(ref04.euler_maruyama, VE)
+    checks.check_variance_exploding(student(VE), student(ref04.SDE))
+    checks.check_ve_reverse(student(ref04.euler_maruyama), student(VE))
 
 
 def ve_variant(ref04, diffusion):
@@ -514,18 +567,30 @@ def ve_variant(ref04, diffusion):
     (lambda self, t: (self.sigma(t) * math.log(self.sigma_max / self.sigma_min)) ** 0.5, "not dσ/dt"),
     (lambda self, t: self.sigma(t) * math.sqrt(math.log(self.sigma_max / self.sigma_min)), "diffusion\\(t\\)²"),
 ])
-def test_variance_exploding_wrong_diffusion_fails(ref04, diffusion, message):
+def test_variance_exploding_wrong_diffusion_fails(ref04, diffusion, message, student):
     wrong = ve_variant(ref04, diffusion)
-    fails(checks.check_variance_exploding, wrong, ref04.SDE, match=message)
-    fails(checks.check_ve_reverse, ref04.euler_maruyama, wrong, match="exact score")
+    fails(checks.check_variance_exploding, student(wrong), student(ref04.SDE), match=message)
+    fails(checks.check_ve_reverse, student(ref04.euler_maruyama), student(wrong), match="exact score")
 
 
-def test_variance_exploding_wrong_sigma_fails(ref04):
+def test_variance_exploding_wrong_sigma_fails(ref04, student):
     class Reversed(ref04.VarianceExploding):  # σ_max at t = 0: the levels numbered the other way round
         def sigma(self, t):
             return self.sigma_max * (self.sigma_min / self.sigma_max) ** t
 
-    fails(checks.check_variance_exploding, Reversed, ref04.SDE, match="σ_min at t = 0")
+    fails(checks.check_variance_exploding, student(Reversed), student(ref04.SDE), match="σ_min at t = 0")
+
+
+def test_variance_exploding_not_an_sde_fails(ref04, student):
+    class Standalone:  # the right methods, copied instead of inherited
+        def __init__(self, sigma_min, sigma_max):
+            self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+        sigma, drift, diffusion = (ref04.VarianceExploding.sigma, ref04.VarianceExploding.drift,
+                                   ref04.VarianceExploding.diffusion)
+        reverse_drift = ref04.SDE.reverse_drift
+
+    fails(checks.check_variance_exploding, student(Standalone), student(ref04.SDE), match="should subclass SDE")
 
 
 def pf_variant(half=0.5, noise=0.0, direction="given"):
@@ -559,11 +624,11 @@ def heun_flow(sde, x0, t0, t1, n_steps, score_fn):
     return x.to(x0.dtype)
 
 
-def test_probability_flow_ode_reference_passes(ref04):
+def test_probability_flow_ode_reference_passes(ref04, student):
     for seed in range(2):
-        checks.check_probability_flow_ode(ref04.probability_flow_ode, ref04.OrnsteinUhlenbeck, seed=seed)
-    checks.check_probability_flow_ode(heun_flow, ref04.OrnsteinUhlenbeck)
-    checks.check_probability_flow_ode(pf_variant(), ref04.OrnsteinUhlenbeck)
+        checks.check_probability_flow_ode(student(ref04.probability_flow_ode), student(ref04.OrnsteinUhlenbeck), seed=seed)
+    checks.check_probability_flow_ode(student(heun_flow), student(ref04.OrnsteinUhlenbeck))
+    checks.check_probability_flow_ode(student(pf_variant()), student(ref04.OrnsteinUhlenbeck))
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -572,8 +637,8 @@ def test_probability_flow_ode_reference_passes(ref04):
     (pf_variant(noise=1.0), "deterministic"),
     (pf_variant(direction="backwards only"), "time running from t0"),
 ])
-def test_probability_flow_ode_wrong_fails(ref04, wrong, message):
-    fails(checks.check_probability_flow_ode, wrong, ref04.OrnsteinUhlenbeck, match=message)
+def test_probability_flow_ode_wrong_fails(ref04, wrong, message, student):
+    fails(checks.check_probability_flow_ode, student(wrong), student(ref04.OrnsteinUhlenbeck), match=message)
 
 
 def pc_variant(corrector_noise=2.0, corrector_sign=1.0, corrector_time="new", g2=2):
@@ -595,11 +660,11 @@ def pc_variant(corrector_noise=2.0, corrector_sign=1.0, corrector_time="new", g2
     return sample
 
 
-def test_predictor_corrector_reference_passes(ref04):
+def test_predictor_corrector_reference_passes(ref04, student):
     for seed in range(2):
-        checks.check_predictor_corrector(ref04.predictor_corrector, seed=seed)
-    checks.check_predictor_corrector(ref04.predictor_corrector, seed=7, n=3000)
-    checks.check_predictor_corrector(pc_variant())
+        checks.check_predictor_corrector(student(ref04.predictor_corrector), seed=seed)
+    checks.check_predictor_corrector(student(ref04.predictor_corrector), seed=7, n=3000)
+    checks.check_predictor_corrector(student(pc_variant()))
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -609,15 +674,15 @@ def test_predictor_corrector_reference_passes(ref04):
     (pc_variant(corrector_time="old"), "new time"),
     (pc_variant(g2=1), "predictor–corrector with the exact score"),
 ])
-def test_predictor_corrector_wrong_fails(wrong, message):
-    fails(checks.check_predictor_corrector, wrong, match=message)
+def test_predictor_corrector_wrong_fails(wrong, message, student):
+    fails(checks.check_predictor_corrector, student(wrong), match=message)
 
 
-def test_predictor_corrector_without_corrector_fails(ref04):
+def test_predictor_corrector_without_corrector_fails(ref04, student):
     def no_corrector(sde, x0, t0, t1, n_steps, score_fn, snr=0.16, n_corrector=1, generator=None):
         return ref04.predictor_corrector(sde, x0, t0, t1, n_steps, score_fn, snr, 0, generator)
 
-    fails(checks.check_predictor_corrector, no_corrector, match="200 times")
+    fails(checks.check_predictor_corrector, student(no_corrector), match="200 times")
 
 
 # ------------------------------------------------------------------ EnergyNet diagnostic
@@ -635,10 +700,10 @@ def energy_net_variant(activation=nn.SiLU, use_sigma=True, scaled=True):
     return Net
 
 
-def test_energy_net_diagnostic_reference_passes(ref04, capsys):
-    assert checks.diagnose_energy_net(ref04.EnergyNet, 0.61, 0.604) == []
+def test_energy_net_diagnostic_reference_passes(ref04, capsys, student):
+    assert checks.diagnose_energy_net(student(ref04.EnergyNet), 0.61, 0.604) == []
     assert "✔ EnergyNet" in capsys.readouterr().out
-    assert checks.diagnose_energy_net(energy_net_variant(nn.ELU)) == []
+    assert checks.diagnose_energy_net(student(energy_net_variant(nn.ELU))) == []
 
 
 @pytest.mark.parametrize("variant, message", [
@@ -646,12 +711,38 @@ def test_energy_net_diagnostic_reference_passes(ref04, capsys):
     (energy_net_variant(use_sigma=False), "does not depend on σ"),
     (energy_net_variant(scaled=False), "divide the output by σ"),
 ])
-def test_energy_net_diagnostic_names_the_problem(variant, message, capsys):
-    problems = checks.diagnose_energy_net(variant, 0.9, 0.604)
+def test_energy_net_diagnostic_names_the_problem(variant, message, capsys, student):
+    problems = checks.diagnose_energy_net(student(variant), 0.9, 0.604)
     assert len(problems) == 1 and message in problems[0]
     assert "likely cause of poor Figures" in capsys.readouterr().out
 
 
-def test_energy_net_diagnostic_flags_a_high_loss(ref04, capsys):
-    assert checks.diagnose_energy_net(ref04.EnergyNet, 0.75, 0.604) == []
+def test_energy_net_diagnostic_flags_a_high_loss(ref04, capsys, student):
+    assert checks.diagnose_energy_net(student(ref04.EnergyNet), 0.75, 0.604) == []
     assert "above the exact score" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------ judged = local
+@pytest.mark.parametrize("case", [
+    lambda ref: (checks.check_log_prob, gm_variant(ref, log_prob=no_weights_log_prob)),
+    lambda ref: (checks.check_score, gm_variant(ref, score=covariance_not_inverse_score)),
+    lambda ref: (checks.check_sample, gm_variant(ref, sample=equal_weight_sample)),
+    lambda ref: (checks.check_perturb, gm_variant(ref, perturb=in_place)),
+    lambda ref: (checks.check_langevin, langevin_variant(noise=math.sqrt(2))),
+    lambda ref: (checks.check_dsm_loss, dsm_variant(reduce_dims="mean")),
+    lambda ref: (checks.check_dsm_loss, dsm_variant(per_batch=True)),
+    lambda ref: (checks.check_energy_score, energy_score_variant(create_graph=False)),
+    lambda ref: (checks.check_energy_score, energy_score_variant(copy_energy=True)),
+    lambda ref: (checks.check_annealed_langevin, annealed_variant(sigma_shape="flat")),
+    lambda ref: (checks.check_annealed_langevin, annealed_variant(step="constant")),
+    lambda ref: (checks.check_sde_classes, *sde_variant(ref, lambda self, x, t, s: self.drift(x, t) - s(x, t) * t)),
+    lambda ref: (checks.check_euler_maruyama_forward, em_variant(noise="unit"), ref.OrnsteinUhlenbeck),
+    lambda ref: (checks.check_euler_maruyama_reverse, em_variant(time="end"), ref.OrnsteinUhlenbeck),
+    lambda ref: (checks.check_variance_exploding, ve_variant(ref, lambda self, t: self.sigma(t)), ref.SDE),
+    lambda ref: (checks.check_ve_reverse, ref.euler_maruyama, ve_variant(ref, lambda self, t: self.sigma(t))),
+    lambda ref: (checks.check_probability_flow_ode, pf_variant(half=1.0), ref.OrnsteinUhlenbeck),
+    lambda ref: (checks.check_predictor_corrector, pc_variant(corrector_time="old")),
+])
+def test_judged_message_is_the_local_message(ref04, judged, case):
+    check, *answers = case(ref04)
+    assert message(check, *map(judged, answers)) == message(check, *answers)

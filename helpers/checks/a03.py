@@ -456,7 +456,8 @@ def check_trained_ebm_2d(train_ebm, sgld_sample, seed: int = 0) -> None:
     tolerances = dict(mean_tol=0.6, spread_range=(0.6, 1.6))
     chain_share = _expect_modes(chains, "the persistent chains after training", 0.25, 0.75, **tolerances)
     torch.manual_seed(seed)
-    x0 = (5 * torch.randn(1000, 2, generator=g)).to(next(energy.parameters()).device)  # the loop may have moved it
+    # A generator of its own: g went on in the training, in the kernel when judged.
+    x0 = (5 * torch.randn(1000, 2, generator=generator(seed + 1))).to(next(energy.parameters()).device)
     fresh = as_tensor(call(sgld_sample, energy, x0, 500, 0.1, what="sgld_sample(trained energy, noise, 500, 0.1)"),
                       "fresh samples").to(torch.float64)
     fresh_share = _expect_modes(fresh, "500-step chains started from noise on the trained energy", 0.03, 0.97, **tolerances)

@@ -2,6 +2,16 @@
 
 The references are closed forms and ``torch.distributions``: the exact score of a mixture is the autograd
 gradient of ``MixtureSameFamily.log_prob``, never a copy of the students' closed form.
+
+When grading, the student's objects are handles to a separate kernel and
+results come back as plain data without a graph (helpers/bridge.py). So what
+needs autograd through the student's output, identity of the student's
+objects, a subclass of the student's class, or a training loop over a model
+the student built is done by a small module-level probe (``_probe_*``) run
+through ``call`` in that kernel; it returns raw numbers and tensors, and every
+comparison, tolerance and message stays in the check. The recording score
+functions are plain module-level classes: what they record comes back with
+their attributes after each call.
 """
 from __future__ import annotations
 
@@ -16,7 +26,8 @@ from torch import nn
 
 from ..budgets import budget
 from ..noise import geometric_sigmas
-from .common import CheckFailed, as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, max_abs_diff, passed
+from .common import (CheckFailed, as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, is_instance,
+                     max_abs_diff, passed)
 
 # The three-Gaussian data of the assignment: equal weights, means (1,1)/4, (3,1)/4, (2,3)/4, covariance 0.01·I.
 THREE_MEANS = torch.tensor([[1.0, 1.0], [3.0, 1.0], [2.0, 3.0]], dtype=torch.float64) / 4
@@ -244,6 +255,11 @@ def _langevin_moments(mean, var, x0, step, n_steps):
     return mean + a**n_steps * (x0 - mean), step * (1 - a ** (2 * n_steps)) / (1 - a**2)
 
 
+def _probe_x0_after(sampler, score_fn, x0, *args, **kwargs):
+    """The sampler's result, and x0 as the call left it (an in-place edit shows there, also when judged)."""
+    return sampler(score_fn, x0, *args, **kwargs), x0
+
+
 def check_langevin(langevin_dynamics, seed: int = 0, n: int = 4000, step_size: float = 0.05, n_steps: int = 60) -> None:
     """On a Gaussian target the chains' mean and variance follow the update's exact closed form."""
     mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
@@ -254,11 +270,12 @@ def check_langevin(langevin_dynamics, seed: int = 0, n: int = 4000, step_size: f
         x0 = x0_point.to(dtype).repeat(n, 1)
         x0_copy = x0.clone()
         score = lambda x: -(x - mean.to(x.dtype)) / var.to(x.dtype)  # noqa: E731 — the Gaussian target's score
-        out = as_tensor(call(langevin_dynamics, score, x0, step_size, n_steps, generator=generator(seed),
-                             what="langevin_dynamics(score_fn, x0, step_size, n_steps, generator=g)"), "langevin_dynamics")
+        out, x0_after = call(_probe_x0_after, langevin_dynamics, score, x0, step_size, n_steps, generator=generator(seed),
+                             what="langevin_dynamics(score_fn, x0, step_size, n_steps, generator=g)")
+        out = as_tensor(out, "langevin_dynamics")
         expect_shape(out, x0.shape, "langevin_dynamics(...) without trajectory")
         expect(out.dtype == dtype, f"langevin_dynamics returned {out.dtype} for {dtype} chains: keep the dtype of x0.")
-        expect(torch.equal(x0, x0_copy), "langevin_dynamics changed x0 in place: start from a copy (x = x0.clone()).")
+        expect(torch.equal(x0_after, x0_copy), "langevin_dynamics changed x0 in place: start from a copy (x = x0.clone()).")
         got_mean, got_var = out.double().mean(0), out.double().var(0)
         mean_tol = 5 * torch.sqrt(exp_var / n) + 1e-3
         var_tol = 5 * exp_var * math.sqrt(2 / n) + 1e-3
@@ -305,6 +322,17 @@ class _RecordingOptimalScore(nn.Module):
         return -self.scale.to(x_noisy.dtype) * x_noisy / (self.s2 + column**2)
 
 
+def _probe_dsm_loss(dsm_loss, model, x, sigmas, generator):
+    """The loss as returned, the (x̃, σ) pairs the recording model saw, and, after a backward pass when the loss is a
+    scalar with a graph, the gradient of the model's scale (None when none reached it)."""
+    loss = dsm_loss(model, x, sigmas, generator=generator)
+    scale_grad = None
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.requires_grad:
+        loss.backward()
+        scale_grad = model.scale.grad
+    return loss, model.inputs, scale_grad
+
+
 def check_dsm_loss(dsm_loss, seed: int = 0, d: int = 2, s: float = 1.5, n: int = 40_000) -> None:
     """With data N(0, s²I) and the optimal score −x̃/(s²+σ²), E[loss] = mean over σ of d·s²/(2(s²+σ²))."""
     sigmas = torch.tensor([0.2, 0.5, 1.0, 2.0, 4.0])
@@ -312,16 +340,17 @@ def check_dsm_loss(dsm_loss, seed: int = 0, d: int = 2, s: float = 1.5, n: int =
     expected = float((d * s2 / (2 * (s2 + sigmas.double() ** 2))).mean())
     x = s * torch.randn(n, d, generator=generator(seed), dtype=torch.float64)
     model = _RecordingOptimalScore(s2)
-    loss = call(dsm_loss, model, x, sigmas, generator=generator(seed + 1), what="dsm_loss(score_model, x, sigmas, generator=g)")
+    loss, inputs, scale_grad = call(_probe_dsm_loss, dsm_loss, model, x, sigmas, generator(seed + 1),
+                                    what="dsm_loss(score_model, x, sigmas, generator=g)")
     expect(isinstance(loss, torch.Tensor) and loss.numel() == 1,
            f"dsm_loss should return a scalar tensor (for loss.backward()), got {type(loss).__name__}"
            + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "") + ".")
-    expect(len(model.inputs) >= 1, "dsm_loss never called score_model(x_noisy, sigma).")
-    x_noisy = torch.cat([i[0] for i in model.inputs]).double()
-    sigma = torch.cat([i[1].reshape(len(i[0]), -1) if i[1].numel() == len(i[0]) else i[1] for i in model.inputs]).double()
-    expect(all(i[1].shape == (len(i[0]), 1) for i in model.inputs),
-           f"score_model received sigma of shape {tuple(model.inputs[0][1].shape)}; pass one σ per sample as a tensor "
-           f"of shape [B, 1] (here [{len(model.inputs[0][0])}, 1]).")
+    expect(len(inputs) >= 1, "dsm_loss never called score_model(x_noisy, sigma).")
+    x_noisy = torch.cat([i[0] for i in inputs]).double()
+    sigma = torch.cat([i[1].reshape(len(i[0]), -1) if i[1].numel() == len(i[0]) else i[1] for i in inputs]).double()
+    expect(all(i[1].shape == (len(i[0]), 1) for i in inputs),
+           f"score_model received sigma of shape {tuple(inputs[0][1].shape)}; pass one σ per sample as a tensor "
+           f"of shape [B, 1] (here [{len(inputs[0][0])}, 1]).")
     expect(x_noisy.shape == (n, d), f"score_model should see every one of the {n} samples once, saw {tuple(x_noisy.shape)}.")
     levels = sigma[:, 0]
     expect(bool(torch.isclose(levels[:, None], sigmas.double()[None], rtol=1e-5).any(1).all()),
@@ -346,8 +375,7 @@ def check_dsm_loss(dsm_loss, seed: int = 0, d: int = 2, s: float = 1.5, n: int =
         fail(msg)
     expect(loss.requires_grad, "dsm_loss returned a tensor without a graph (detached, or computed under no_grad): "
                                "the optimiser cannot learn from it.")
-    loss.backward()
-    expect(model.scale.grad is not None, "no gradient reached the score model's parameters through dsm_loss.")
+    expect(scale_grad is not None, "no gradient reached the score model's parameters through dsm_loss.")
     passed(f"dsm_loss: {got:.4f} with the optimal score, closed form {expected:.4f} (d={d}, s={s}); σ uniform per sample")
 
 
@@ -363,34 +391,51 @@ class _QuadraticEnergy(nn.Module):
         return 0.5 * ((x - self.m) ** 2 / (sigma**2 + self.c)).sum(1)
 
 
+def _probe_wrap(EnergyScore, energy):
+    """EnergyScore(energy), the energy it was given, and for each of the module's parameters whether it *is* the
+    energy's parameter m (handles to the first two when judged: the identity only holds in the kernel)."""
+    model = EnergyScore(energy)
+    return model, energy, [p is energy.m for p in model.parameters()]
+
+
+def _probe_score_backward(model, energy, x, sigma):
+    """model(x, sigma) as returned, x as the call left it (values and requires_grad); then, when the score has a
+    graph, the gradient of its sum in the energy's m after a backward pass (None when none reached it)."""
+    score = model(x, sigma)
+    m_grad = None
+    if isinstance(score, torch.Tensor) and score.requires_grad:
+        score.sum().backward()
+        m_grad = energy.m.grad
+    return score, x, m_grad
+
+
 def check_energy_score(EnergyScore, seed: int = 0, n: int = 16, d: int = 3) -> None:
     """``EnergyScore(f)(x, σ) = −∇ₓ f(x, σ)``, with the graph kept for training and working under ``no_grad``."""
     g = generator(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64)
     sigma = 0.1 + torch.rand(n, 1, generator=g, dtype=torch.float64)
     energy = _QuadraticEnergy(d)
-    model = call(EnergyScore, energy, what="EnergyScore(energy_model)")
-    expect(isinstance(model, nn.Module), "EnergyScore should subclass torch.nn.Module.")
-    expect(any(p is energy.m for p in model.parameters()),
+    model, wrapped, holds = call(_probe_wrap, EnergyScore, energy, what="EnergyScore(energy_model)")
+    expect(is_instance(model, nn.Module), "EnergyScore should subclass torch.nn.Module.")
+    expect(any(holds),
            "EnergyScore(f).parameters() does not include f's parameters: store f as an attribute of the module "
            "(self.energy_model = energy_model) so that an optimiser sees them.")
     expected = -(x - energy.m.detach()) / (sigma**2 + energy.c)
     x_copy = x.clone()
-    score = call(model, x, sigma, what="EnergyScore(f)(x, sigma)")
+    score, x_after, m_grad = call(_probe_score_backward, model, wrapped, x, sigma, what="EnergyScore(f)(x, sigma)")
     out = as_tensor(score, "EnergyScore(f)(x, sigma)")
     expect_shape(out, (n, d), "EnergyScore(f)(x, sigma)")
     if max_abs_diff(out, expected) > 1e-8:
         if max_abs_diff(out, -expected) < 1e-8:
             fail("EnergyScore returns +∇ₓf; the score of p ∝ exp(−f) is −∇ₓf.")
         fail(f"EnergyScore(f)(x, σ) should be −∇ₓf(x, σ) = {fmt(expected[0])} for the first point, got {fmt(out[0])}.")
-    expect(torch.equal(x, x_copy) and not x.requires_grad, "EnergyScore changed its input x; work on a copy "
-                                                           "(x.detach().requires_grad_(True)).")
+    expect(torch.equal(x_after, x_copy) and not x_after.requires_grad,
+           "EnergyScore changed its input x; work on a copy (x.detach().requires_grad_(True)).")
     expect(isinstance(score, torch.Tensor) and score.requires_grad,
            "the score carries no graph back to f's parameters, so DSM cannot train f: call torch.autograd.grad(..., "
            "create_graph=True).")
-    score.sum().backward()
     expected_grad = (1 / (sigma**2 + energy.c)).sum(0)
-    expect(energy.m.grad is not None and max_abs_diff(energy.m.grad, expected_grad) < 1e-8,
+    expect(m_grad is not None and max_abs_diff(m_grad, expected_grad) < 1e-8,
            "the gradient of the score with respect to f's parameters is wrong: keep the graph (create_graph=True).")
     hint = ("under torch.no_grad() (as when sampling) EnergyScore must still differentiate f: wrap the gradient "
             "computation in torch.enable_grad().")
@@ -404,18 +449,36 @@ def check_energy_score(EnergyScore, seed: int = 0, n: int = 16, d: int = 3) -> N
 
 
 # ---------------------------------------------------------- annealed Langevin
-class _RecordingScore:
+class _ShapeWatch:
+    """A score function of the checks that notes the first wrong shape of the σ or t it receives ([n, 1] is right).
+
+    What it notes, like the σ and t it records, is kept in lists: a judged call brings a recorder's lists back.
+    """
+
+    def __init__(self):
+        self.bad_shapes: list[tuple] = []
+
+    def _watch(self, x, level) -> torch.Tensor:
+        level = torch.as_tensor(level)
+        if level.shape != (len(x), 1) and not self.bad_shapes:
+            self.bad_shapes.append(tuple(level.shape))
+        return level
+
+    @property
+    def bad_shape(self):
+        return self.bad_shapes[0] if self.bad_shapes else None
+
+
+class _RecordingScore(_ShapeWatch):
     """The exact score of a mixture perturbed by the σ it receives; records σ and checks its shape."""
 
     def __init__(self, weights, means, var: float):
         self.weights, self.means, self.var = weights, means, var
         self.sigmas: list[float] = []
-        self.bad_shape = None
+        super().__init__()
 
     def __call__(self, x, sigma):
-        sigma = torch.as_tensor(sigma)
-        if sigma.shape != (len(x), 1) and self.bad_shape is None:
-            self.bad_shape = tuple(sigma.shape)
+        sigma = self._watch(x, sigma)
         value = float(sigma.reshape(-1)[0])
         self.sigmas.append(value)
         return _isotropic_score(x, self.weights, self.means, self.var + value**2)
@@ -457,12 +520,8 @@ def _is_scalar_like(value, n: int) -> bool:
     return not isinstance(value, torch.Tensor) or value.numel() == 1 or tuple(value.shape) in ((n, 1), (n,))
 
 
-def check_sde_classes(SDE, OrnsteinUhlenbeck, seed: int = 0, n: int = 5) -> None:
-    """``reverse_drift = drift − diffusion²·score`` on a test SDE; OU's drift −x/2 and diffusion 1."""
-    g = generator(seed)
-    x = torch.randn(n, 2, generator=g, dtype=torch.float64)
-    t = 0.2 + torch.rand(n, 1, generator=g, dtype=torch.float64)
-
+def _probe_test_sde(SDE, x, t, score):
+    """reverse_drift of a test subclass of the student's SDE, made where SDE lives."""
     class Test(SDE):  # dx = −t·x dt + 2t dw: every term of reverse_drift shows
         def drift(self, x, t):
             return -t * x
@@ -470,8 +529,17 @@ def check_sde_classes(SDE, OrnsteinUhlenbeck, seed: int = 0, n: int = 5) -> None
         def diffusion(self, t):
             return 2 * t
 
+    return Test().reverse_drift(x, t, score)
+
+
+def check_sde_classes(SDE, OrnsteinUhlenbeck, seed: int = 0, n: int = 5) -> None:
+    """``reverse_drift = drift − diffusion²·score`` on a test SDE; OU's drift −x/2 and diffusion 1."""
+    g = generator(seed)
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    t = 0.2 + torch.rand(n, 1, generator=g, dtype=torch.float64)
+
     score = lambda x, t: torch.ones_like(x) * 3.0 + x  # noqa: E731 — any field will do
-    out = as_tensor(call(Test().reverse_drift, x, t, score, what="SDE.reverse_drift(x, t, score_fn)"), "reverse_drift")
+    out = as_tensor(call(_probe_test_sde, SDE, x, t, score, what="SDE.reverse_drift(x, t, score_fn)"), "reverse_drift")
     expected = -t * x - (2 * t) ** 2 * score(x, t)
     if max_abs_diff(out, expected) > 1e-10:
         if max_abs_diff(out, -t * x + (2 * t) ** 2 * score(x, t)) < 1e-10:
@@ -480,7 +548,7 @@ def check_sde_classes(SDE, OrnsteinUhlenbeck, seed: int = 0, n: int = 5) -> None
             fail("reverse_drift uses g(t)·score; it is f(x, t) − g(t)²·score (the diffusion squared).")
         fail(f"reverse_drift should be drift(x, t) − diffusion(t)²·score_fn(x, t) = {fmt(expected[0])}, got {fmt(out[0])}.")
     ou = call(OrnsteinUhlenbeck, what="OrnsteinUhlenbeck()")
-    expect(isinstance(ou, SDE), "OrnsteinUhlenbeck should subclass SDE.")
+    expect(is_instance(ou, SDE), "OrnsteinUhlenbeck should subclass SDE.")
     for time in (t, 0.7):
         drift = as_tensor(call(ou.drift, x, time, what="OrnsteinUhlenbeck().drift(x, t)"), "drift")
         expect(max_abs_diff(drift, -0.5 * x) < 1e-12, f"OU drift should be −x/2 = {fmt(-0.5 * x[0])}, got {fmt(drift[0])}.")
@@ -547,23 +615,21 @@ def check_euler_maruyama_forward(euler_maruyama, OrnsteinUhlenbeck, seed: int = 
     passed("euler_maruyama forward: OU mean x₀e^(−Δt/2) and variance 1 − e^(−Δt); time-dependent SDE right")
 
 
-class _OUScore:
+class _OUScore(_ShapeWatch):
     """The exact score of an isotropic mixture carried by the OU process to time t: means e^{−t/2}μ_k,
     variance e^{−t}·var + 1 − e^{−t}."""
 
     def __init__(self, weights, means, var: float):
         self.weights, self.means, self.var = weights, means, var
         self.times: list[float] = []
-        self.bad_shape = None
+        super().__init__()
 
     def marginal(self, t: float):
         """(means, variance) of the mixture at time t."""
         return math.exp(-t / 2) * self.means, math.exp(-t) * self.var + 1 - math.exp(-t)
 
     def __call__(self, x, t):
-        t = torch.as_tensor(t)
-        if t.shape != (len(x), 1) and self.bad_shape is None:
-            self.bad_shape = tuple(t.shape)
+        t = self._watch(x, t)
         self.times.append(float(t.reshape(-1)[0]))
         means, var = self.marginal(self.times[-1])
         return _isotropic_score(x, self.weights, means, var)
@@ -628,6 +694,17 @@ class _CheckEnergy(nn.Module):
         return self.net(torch.cat([x, sigma.log()], dim=1))[:, 0] / sigma[:, 0]
 
 
+def _probe_dsm_training(dsm_loss, model, data, sigmas, n_iters, batch_size, lr, generator):
+    """Train ``model`` in place, where it lives, with ``dsm_loss``: Adam and a cosine schedule, as in the notebook."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, n_iters)
+    for _ in range(n_iters):
+        batch = data[torch.randint(len(data), (batch_size,), generator=generator)]
+        loss = dsm_loss(model, batch, sigmas, generator=generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
 
 
 def check_trained_annealed(dsm_loss, EnergyScore, annealed_langevin, seed: int = 0) -> None:
@@ -639,18 +716,12 @@ def check_trained_annealed(dsm_loss, EnergyScore, annealed_langevin, seed: int =
     data = _isotropic_sample(torch.ones(3) / 3, THREE_MEANS, THREE_VAR, 10_000, seed).float()
     sigmas = geometric_sigmas(sizes.check_sigma_min, 1.0, 10)
     model = call(EnergyScore, _CheckEnergy(), what="EnergyScore(energy_net)")
-    optimizer = torch.optim.Adam(model.parameters(), lr=sizes.check_lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, sizes.check_iters)
-    for _ in range(sizes.check_iters):
-        batch = data[torch.randint(len(data), (sizes.check_batch,), generator=g)]
-        loss = call(dsm_loss, model, batch, sigmas, generator=g, what="dsm_loss(EnergyScore(net), batch, sigmas)")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    x = as_tensor(call(annealed_langevin, model, torch.randn(sizes.check_samples, 2, generator=g), sigmas,
-                       sizes.check_eps, sizes.check_T, generator=g, what="annealed_langevin(EnergyScore(net), ...)"),
-                  "annealed_langevin")
+    call(_probe_dsm_training, dsm_loss, model, data, sigmas, sizes.check_iters, sizes.check_batch, sizes.check_lr, g,
+         what="dsm_loss(EnergyScore(net), batch, sigmas)")
+    # The start points from a generator of their own: g goes on where the training left it, in the kernel when judged.
+    x0 = torch.randn(sizes.check_samples, 2, generator=generator(seed + 1))
+    x = as_tensor(call(annealed_langevin, model, x0, sigmas, sizes.check_eps, sizes.check_T, generator=g,
+                       what="annealed_langevin(EnergyScore(net), ...)"), "annealed_langevin")
     truth = math.sqrt(0.01 + sizes.check_sigma_min**2)
     summary = _compare_samples(x, THREE_MEANS, torch.ones(3, dtype=torch.float64) / 3,
                                torch.full((3, 2), truth, dtype=torch.float64),
@@ -667,7 +738,7 @@ def check_variance_exploding(VarianceExploding, SDE, seed: int = 0, n: int = 6, 
                              sigma_max: float = 3.0) -> None:
     """σ(t) = σ_min(σ_max/σ_min)^t, drift 0 and g(t)² = d[σ(t)²]/dt = 2·log(σ_max/σ_min)·σ(t)², for tensor and float t."""
     ve = call(VarianceExploding, sigma_min, sigma_max, what=f"VarianceExploding({sigma_min}, {sigma_max})")
-    expect(isinstance(ve, SDE), "VarianceExploding should subclass SDE (it inherits reverse_drift).")
+    expect(is_instance(ve, SDE), "VarianceExploding should subclass SDE (it inherits reverse_drift).")
     g = generator(seed)
     x = torch.randn(n, 2, generator=g, dtype=torch.float64)
     t = torch.cat([torch.tensor([[0.0], [1.0]], dtype=torch.float64), torch.rand(n - 2, 1, generator=g, dtype=torch.float64)])
@@ -702,18 +773,16 @@ def check_variance_exploding(VarianceExploding, SDE, seed: int = 0, n: int = 6, 
     passed(f"VarianceExploding: σ(t) = σ_min(σ_max/σ_min)^t, drift 0, g(t)² = 2·log(σ_max/σ_min)·σ(t)²")
 
 
-class _SigmaScore:
+class _SigmaScore(_ShapeWatch):
     """The exact score of an isotropic mixture perturbed by σ(t)² extra variance at time t; records t and its shape."""
 
     def __init__(self, weights, means, var: float, sigma_of_t):
         self.weights, self.means, self.var, self.sigma_of_t = weights, means, var, sigma_of_t
         self.times: list[float] = []
-        self.bad_shape = None
+        super().__init__()
 
     def __call__(self, x, t):
-        t = torch.as_tensor(t)
-        if t.shape != (len(x), 1) and self.bad_shape is None:
-            self.bad_shape = tuple(t.shape)
+        t = self._watch(x, t)
         self.times.append(float(t.reshape(-1)[0]))
         return _isotropic_score(x, self.weights, self.means, self.var + self.sigma_of_t(self.times[-1]) ** 2)
 
@@ -751,18 +820,16 @@ class _PowerSDE:
         return self.drift(x, t) - self.diffusion(t) ** 2 * score_fn(x, t)
 
 
-class _GaussianScore:
+class _GaussianScore(_ShapeWatch):
     """The exact score of N(mean(t), var(t)·I), recording the times it is called at."""
 
     def __init__(self, mean_of_t, var_of_t):
         self.mean_of_t, self.var_of_t = mean_of_t, var_of_t
         self.times: list[float] = []
-        self.bad_shape = None
+        super().__init__()
 
     def __call__(self, x, t):
-        t = torch.as_tensor(t)
-        if t.shape != (len(x), 1) and self.bad_shape is None:
-            self.bad_shape = tuple(t.shape)
+        t = self._watch(x, t)
         t_now = float(t.reshape(-1)[0])
         self.times.append(t_now)
         return (-(x.double() - self.mean_of_t(t_now)) / self.var_of_t(t_now)).to(x.dtype)
@@ -857,7 +924,8 @@ def check_predictor_corrector(predictor_corrector, seed: int = 0, n: int = 2000)
     m = torch.tensor([1.0, -0.5], dtype=torch.float64)
     s2, t1 = 0.25, 0.1
     gauss = _GaussianScore(lambda t: m, lambda t: s2 + t**2)
-    x0 = m + math.sqrt(s2 + 4.0) * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    # A generator of its own: g goes on where part 1 left it, in the kernel when judged.
+    x0 = m + math.sqrt(s2 + 4.0) * torch.randn(n, 2, generator=generator(seed + 1), dtype=torch.float64)
     what = "predictor_corrector(sde, x0, 2.0, 0.1, 5, score_fn, snr=0.1, n_corrector=200, generator=g)"
     out = as_tensor(call(predictor_corrector, sde, x0, 2.0, t1, 5, gauss, snr=0.1, n_corrector=200, generator=g,
                          what=what), what)
@@ -882,6 +950,21 @@ def check_predictor_corrector(predictor_corrector, seed: int = 0, n: int = 2000)
 
 
 # ---------------------------------------------------------- the student's energy network (a diagnostic, not graded)
+def _probe_energy_net(net, x, small, large):
+    """net(x, small) as returned; when it is one energy per point, also the largest |∂²f/∂x₀²| summed over the batch
+    (None when f is not twice differentiable in x), the gradients in x at both levels and net(x, large)."""
+    with torch.enable_grad():
+        x = x.clone().requires_grad_(True)
+        out = net(x, small)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x),):
+            return out, None
+        (grad_small,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        (second,) = torch.autograd.grad(grad_small[:, 0].sum(), x, allow_unused=True)
+        (grad_large,) = torch.autograd.grad(net(x, large).sum(), x)
+        return out, {"second": None if second is None else float(second.abs().max()), "grad_small": grad_small.detach(),
+                     "grad_large": grad_large, "f_large": net(x, large).detach()}
+
+
 def diagnose_energy_net(EnergyNet, final_loss: float | None = None, exact_loss: float | None = None) -> list[str]:
     """Probe fresh ``EnergyNet()`` instances for the three properties DSM on this data needs, and print what they
     mean for the figures. Returns the problems found (empty when none); never raises on a poor network."""
@@ -891,31 +974,27 @@ def diagnose_energy_net(EnergyNet, final_loss: float | None = None, exact_loss: 
         net = call(EnergyNet, what="EnergyNet()").double()
     x = torch.rand(256, 2, generator=generator(0), dtype=torch.float64)
     small, large = torch.full((256, 1), 0.02, dtype=torch.float64), torch.ones(256, 1, dtype=torch.float64)
-    with torch.enable_grad():
-        x = x.requires_grad_(True)
-        out = call(net, x, small, what="EnergyNet()(x [256, 2], sigma [256, 1])")
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (256,):
-            problems.append(f"EnergyNet returns shape {tuple(getattr(out, 'shape', ()))}; it must return one energy "
-                            "per point, [B] (take [:, 0] of the last layer's output).")
+    out, seen = call(_probe_energy_net, net, x, small, large, what="EnergyNet()(x [256, 2], sigma [256, 1])")
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (256,) or seen is None:
+        problems.append(f"EnergyNet returns shape {tuple(getattr(out, 'shape', ()))}; it must return one energy "
+                        "per point, [B] (take [:, 0] of the last layer's output).")
+    else:
+        if seen["second"] is None or seen["second"] < 1e-12:
+            problems.append("its second derivatives in x are zero: a piecewise-linear activation (ReLU, LeakyReLU, "
+                            "Hardtanh) makes the score piecewise constant and discontinuous, unable to fit smooth "
+                            "fields like −x/σ². Use SiLU, ELU or Softplus.")
+        f_small, f_large = out.detach(), seen["f_large"]
+        # Dividing by σ alone is not conditioning: σ·f must still change with σ.
+        if max_abs_diff(f_small, f_large) < 1e-8 or max_abs_diff(0.02 * f_small, f_large) < 1e-8:
+            problems.append("its output does not depend on σ (beyond a fixed 1/σ scale): stack the noise level (as "
+                            "log σ) with x in the input.")
         else:
-            (grad_small,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-            (second,) = torch.autograd.grad(grad_small[:, 0].sum(), x, allow_unused=True)
-            if second is None or float(second.abs().max()) < 1e-12:
-                problems.append("its second derivatives in x are zero: a piecewise-linear activation (ReLU, LeakyReLU, "
-                                "Hardtanh) makes the score piecewise constant and discontinuous, unable to fit smooth "
-                                "fields like −x/σ². Use SiLU, ELU or Softplus.")
-            (grad_large,) = torch.autograd.grad(net(x, large).sum(), x)
-            f_small, f_large = net(x, small), net(x, large)
-            # Dividing by σ alone is not conditioning: σ·f must still change with σ.
-            if max_abs_diff(f_small, f_large) < 1e-8 or max_abs_diff(0.02 * f_small, f_large) < 1e-8:
-                problems.append("its output does not depend on σ (beyond a fixed 1/σ scale): stack the noise level (as "
-                                "log σ) with x in the input.")
-            else:
-                ratio = float(grad_small.norm(dim=1).mean() / grad_large.norm(dim=1).mean().clamp_min(1e-30))
-                if ratio < 5:
-                    problems.append(f"at initialisation its score at σ = 0.02 is only {ratio:.1f}× that at σ = 1, while the "
-                                    "true score grows like 1/σ (about 50×): divide the output by σ so that the network "
-                                    "itself stays of order one at every level.")
+            grad_small, grad_large = seen["grad_small"], seen["grad_large"]
+            ratio = float(grad_small.norm(dim=1).mean() / grad_large.norm(dim=1).mean().clamp_min(1e-30))
+            if ratio < 5:
+                problems.append(f"at initialisation its score at σ = 0.02 is only {ratio:.1f}× that at σ = 1, while the "
+                                "true score grows like 1/σ (about 50×): divide the output by σ so that the network "
+                                "itself stays of order one at every level.")
     gap = None if final_loss is None or exact_loss is None else float(final_loss) - float(exact_loss)
     if problems:
         print("⚠ EnergyNet is the likely cause of poor Figures 3–4: " + " ".join(f"({i + 1}) {p}" for i, p in enumerate(problems)))
