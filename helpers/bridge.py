@@ -440,6 +440,13 @@ def is_remote(value) -> bool:
     return type(value) is Remote
 
 
+def type_name(value) -> str:
+    """``type(value).__name__``, or for a Remote the short name of the type it has in the kernel."""
+    if type(value) is Remote:
+        return object.__getattribute__(value, "_type").rsplit(".", 1)[-1]
+    return type(value).__name__
+
+
 def involves_kernel(fn, args, kwargs) -> bool:
     """Whether ``fn(*args, **kwargs)`` must run in the kernel: some part of it is the student's."""
     return _connection_of([fn, *args, *kwargs.values()]) is not None

@@ -14,7 +14,7 @@ from ..budgets import budget
 from ..runtime import get_device
 from ..data import load_mnist, load_penguins, tensor_loader
 from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, is_instance,
-                     max_abs_diff, non_contiguous, passed, silenced)
+                     max_abs_diff, non_contiguous, passed, silenced, type_name)
 
 PENGUIN_CUMULATIVE = (68.634, 88.087, 97.303, 100.0)  # %, standardized penguins, k = 1..4
 
@@ -57,7 +57,7 @@ def check_standardize(standardize, seed: int = 0, n: int = 20, d: int = 4) -> No
 # -------------------------------------------------------------------------- pca
 def _unpack_pca(result, n: int, d: int, k: int):
     if not (isinstance(result, (tuple, list)) and len(result) == 3):
-        fail(f"pca(X, k) should return a tuple (components, explained_variance_ratio, projected), got {type(result).__name__}.")
+        fail(f"pca(X, k) should return a tuple (components, explained_variance_ratio, projected), got {type_name(result)}.")
     components, ratio, projected = (as_tensor(r, name).to(torch.float64) for r, name in
                                     zip(result, ("components", "explained_variance_ratio", "projected")))
     expect_shape(components, (k, d), f"components for k={k}")
@@ -124,7 +124,8 @@ def check_pca_penguins(pca, standardize) -> None:
     expected = torch.tensor(PENGUIN_CUMULATIVE, dtype=torch.float64)
     if max_abs_diff(cumulative, expected) > 0.01:
         fail(f"cumulative explained variance on standardized penguins should be {fmt(expected, 5)} %, got "
-             f"{fmt(cumulative, 5)} %. Check standardize (population std) and that pca sorts and normalises ratios.")
+             f"{fmt(cumulative, 5)} %. Check that standardize centres each column and divides it by its own standard "
+             "deviation, and that pca sorts the ratios and divides by the variance of all d directions.")
     passed("penguins: cumulative explained variance " + " / ".join(f"{v:.2f}" for v in cumulative.tolist()) + " %")
 
 
@@ -190,7 +191,7 @@ def check_early_stopping(EarlyStopping) -> None:
                 bad += 1
             history = f"patience={patience}, losses so far {losses[:i + 1]}"
             expect(isinstance(decision, (bool, np.bool_)) or (isinstance(decision, torch.Tensor) and decision.numel() == 1),
-                   f"step() should return a bool, got {type(decision).__name__}.")
+                   f"step() should return a bool, got {type_name(decision)}.")
             expect(abs(as_float(getattr(stopper, "best_loss", None), "best_loss") - best) < 1e-12,
                    f"{history}: best_loss should be {best}, got {getattr(stopper, 'best_loss', None)}.")
             expect(int(getattr(stopper, "num_bad_epochs", -1)) == bad,

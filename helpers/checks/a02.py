@@ -23,7 +23,7 @@ from ..budgets import budget
 from ..data import load_fashion_mnist, load_mnist, tensor_loader
 from ..runtime import get_device
 from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, is_instance,
-                     max_abs_diff, non_contiguous, passed)
+                     max_abs_diff, non_contiguous, passed, type_name)
 
 GMM_REG_COVAR = 1e-3  # what the notebook tells students to pass to GaussianMixture
 
@@ -249,7 +249,7 @@ def check_class_mean_centroids(class_mean_centroids, seed: int = 0, n: int = 200
 # -------------------------------------------------------------------- k-means
 def _unpack_kmeans(result, n: int, k: int, d: int, what: str):
     if not (isinstance(result, (tuple, list)) and len(result) == 3):
-        fail(f"{what} should return (centroids, labels, inertia_history), got {type(result).__name__}.")
+        fail(f"{what} should return (centroids, labels, inertia_history), got {type_name(result)}.")
     centroids = as_tensor(result[0], "centroids")
     labels = as_tensor(result[1], "labels")
     expect_shape(centroids, (k, d), f"centroids of {what}")
@@ -609,7 +609,7 @@ def check_fit_gmm(fit_gmm, seed: int = 0, n: int = 900, d: int = 4, components: 
         what = f"fit_gmm(features [{n}, {d}] {given.dtype} tensor, {n_components}, seed={seed})"
         gmm = call_unchanged(fit_gmm, given, n_components, seed=seed, what=what)
         expect(is_instance(gmm, GaussianMixture), f"{what} should return a fitted sklearn.mixture.GaussianMixture, got "
-                                                 f"{type(gmm).__name__}.")
+                                                 f"{type_name(gmm)}.")
         expect(hasattr(gmm, "means_"), f"{what} returned a GaussianMixture that was not fitted: call .fit(features).")
         expect(gmm.n_components == n_components and gmm.means_.shape == (n_components, d),
                f"{what} has {gmm.n_components} components with means of shape {gmm.means_.shape}; expected "
@@ -647,7 +647,7 @@ def check_ood_scores(ood_scores, seed: int = 0) -> None:
     outs = [call(ood_scores, gmm, given, what=f"ood_scores(gmm, features) on {given.dtype} features")
             for given in (probe.clone(), probe.double())]
     for out in outs:
-        expect(isinstance(out, (np.ndarray, torch.Tensor)), f"ood_scores should return a NumPy array, got {type(out).__name__}.")
+        expect(isinstance(out, (np.ndarray, torch.Tensor)), f"ood_scores should return a NumPy array, got {type_name(out)}.")
         expect_shape(as_tensor(out, "ood_scores(...)"), (80,), "ood_scores(gmm, features [80, 3])")
     out = as_tensor(outs[0], "ood_scores(...)").double()
     if max_abs_diff(out, expected) > 1e-6 * float(np.abs(expected).max()):

@@ -78,6 +78,11 @@ def is_instance(value, cls) -> bool:
     return bridge.remote_isinstance(value, cls)
 
 
+def type_name(value) -> str:
+    """The name of ``value``'s type for a message: the student's own type's name when it stayed in the kernel."""
+    return bridge.type_name(value)
+
+
 def as_tensor(value, what: str) -> torch.Tensor:
     """A tensor from a tensor or NumPy array (checks accept both), detached and on the CPU.
 
@@ -90,7 +95,7 @@ def as_tensor(value, what: str) -> torch.Tensor:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         fail(f"{what} is a {type(value).__name__}, a subclass of {type(value).__mro__[1].__name__}; "
              "return a plain torch.Tensor.")
-    fail(f"{what} should be a torch.Tensor, got {type(value).__name__}.")
+    fail(f"{what} should be a torch.Tensor, got {type_name(value)}.")
 
 
 def as_float(value, what: str) -> float:
@@ -100,7 +105,7 @@ def as_float(value, what: str) -> float:
         return float(torch.Tensor.item(value))
     if type(value) is np.ndarray and value.size == 1:
         return float(value.item())
-    fail(f"{what} should be a number (a Python float), got {type(value).__name__}.")
+    fail(f"{what} should be a number (a Python float), got {type_name(value)}.")
 
 
 def expect_shape(tensor: torch.Tensor, shape: tuple, what: str) -> None:
