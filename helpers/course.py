@@ -299,8 +299,14 @@ def main(argv: list[str] | None = None) -> int:
                       notebook_timeout=args.notebook_timeout)
     where = f"on the Dask cluster at {args.scheduler}" if args.scheduler else \
         f"with {options.workers or os.cpu_count()} worker(s) on this machine"
-    print(f"grading {len(submitted_students())} student(s) {where}, "
-          f"{'each in a sandbox' if options.sandbox else 'WITHOUT a sandbox'}: {', '.join(submitted_students())}")
+    if options.sandbox and not args.scheduler:
+        from .sandbox import bubblewrap
+
+        found = bubblewrap()
+        sandboxed = f"each in a sandbox ({found})" if found else "each in a sandbox"
+    else:
+        sandboxed = "each in a sandbox (the workers' bwrap)" if options.sandbox else "WITHOUT a sandbox"
+    print(f"grading {len(submitted_students())} student(s) {where}, {sandboxed}: {', '.join(submitted_students())}")
     try:
         csv, outcome = grade(options=options)
     except SandboxUnavailable as error:
