@@ -207,7 +207,7 @@ class _Watchdog:
         return self.root
 
     def _watch(self):
-        from .limits import Limit, LimitHit, memory_held, memory_hit, processes_hit
+        from .limits import Limit, LimitHit, memory_hit, processes_hit
 
         deadline = time.monotonic() + self.job.notebook_timeout
         scratch = getattr(self.client.km, "scratch", None)
@@ -219,8 +219,7 @@ class _Watchdog:
                 tree = [root, *root.children(recursive=True)]
             except psutil.Error:
                 continue
-            self.limit = processes_hit(len(tree), self.max_processes) or memory_hit(memory_held(tree, scratch),
-                                                                                    self.job.memory_limit)
+            self.limit = processes_hit(len(tree), self.max_processes) or memory_hit(tree, scratch, self.job.memory_limit)
             if self.limit is None and time.monotonic() > deadline:
                 self.limit = LimitHit(Limit.TIME, f"time limit: the notebook ran longer than {self.job.notebook_timeout} s")
             if self.limit:

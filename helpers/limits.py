@@ -48,14 +48,19 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def memory_held(tree: list[psutil.Process], scratch: Path | None) -> dict[str, int]:
-    """Bytes the sandbox holds, by where: its processes, its tmpfs, its scratch folder, its memory files."""
+def memory_held(tree: list[psutil.Process], scratch: Path | None, proportional: bool = False) -> dict[str, int]:
+    """Bytes the sandbox holds, by where: its processes, its tmpfs, its scratch folder, its memory files.
+
+    ``tree`` starts with the sandbox's first process (bubblewrap, outside); ``scratch`` is the sandbox's
+    scratch folder, None for a kernel without a sandbox (whose ``/tmp`` is the machine's, not its own).
+    Processes count by their resident memory, or with ``proportional`` by their share of it (PSS; slower).
+    """
     held = {"processes": 0, "/tmp": 0, "/dev/shm": 0, "scratch folder": 0, "memory files": 0}
     seen: set[tuple[int, int]] = set()
-    tmpfs_read = False
+    tmpfs_read = scratch is None
     for process in tree:
         try:
-            held["processes"] += _proportional_memory(process)
+            held["processes"] += _proportional_memory(process) if proportional else process.memory_info().rss
         except psutil.Error:
             continue
         if not tmpfs_read:  # any process inside shows the sandbox's mounts; the first (bwrap itself) is outside
@@ -133,7 +138,12 @@ def _folder_bytes(folder: Path, seen: set[tuple[int, int]]) -> int:
     return total
 
 
-def memory_hit(held: dict[str, int], limit: int) -> LimitHit | None:
+def memory_hit(tree: list[psutil.Process], scratch: Path | None, limit: int) -> LimitHit | None:
+    """The memory limit, if the sandbox holds more: by resident memory first (cheap, never less than the
+    proportional share), then, to be sure, by the processes' proportional share."""
+    if sum(memory_held(tree, scratch).values()) <= limit:
+        return None
+    held = memory_held(tree, scratch, proportional=True)
     total = sum(held.values())
     if total <= limit:
         return None
