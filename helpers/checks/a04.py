@@ -10,8 +10,10 @@ objects, a subclass of the student's class, or a training loop over a model
 the student built is done by a small module-level probe (``_probe_*``) run
 through ``call`` in that kernel; it returns raw numbers and tensors, and every
 comparison, tolerance and message stays in the check. The recording score
-functions are plain module-level classes: what they record comes back with
-their attributes after each call.
+functions are module-level classes that record into lists: a judged call
+brings a recorder's lists back. A check never draws its own inputs from a
+generator after a student's call has used it (that use happens in the kernel
+when judged), so that a judged check sees the numbers the self-check sees.
 """
 from __future__ import annotations
 
