@@ -285,6 +285,43 @@ def test_display_updates_count_against_the_output_cap():
     assert not [e for e in result.events if e["kind"] == "tampering"]
 
 
+def test_output_budget_counts_raw_frames_before_decoding(monkeypatch):
+    """Past the cap a message's content is never decoded; status messages still pass; a failed cell keeps its
+    error's name; an update counts once for each output it rewrites."""
+    from jupyter_client.session import Session
+
+    from helpers.limits import DROPPED, Limit, OutputBudget
+
+    session = Session(key=b"secret")
+    decoded = []
+    unpack = session.unpack
+    monkeypatch.setattr(session, "unpack", lambda frame: decoded.append(len(frame)) or unpack(frame))
+
+    def frames(msg_type, **content):
+        msg = session.msg(msg_type, content=content, parent={"msg_id": "cell"})
+        return session.feed_identities(session.serialize(msg))[1]
+
+    budget = OutputBudget(limit=10_000)
+    assert budget.admit(session, frames("stream", name="stdout", text="x" * 4000))["content"]["text"] == "x" * 4000
+    decoded.clear()
+    big = budget.admit(session, frames("stream", name="stdout", text="y" * 1_000_000))
+    assert big[DROPPED].kind is Limit.OUTPUT and max(decoded) < 1000  # header and parent only
+    assert DROPPED in budget.admit(session, frames("stream", name="stdout", text="z"))  # past the cap, everything
+    assert budget.admit(session, frames("status", execution_state="idle"))["content"] == {"execution_state": "idle"}
+    error = budget.admit(session, frames("error", ename="ValueError", evalue="v", traceback=["t" * 100]))
+    assert error["msg_type"] == "error" and error["content"]["ename"] == "ValueError"
+
+    def update(budget):
+        return budget.admit(session, frames("update_display_data", data={"text/plain": "u" * 8000}, metadata={},
+                                            transient={"display_id": "d"}))
+
+    assert DROPPED not in update(OutputBudget(limit=100_000))
+    shown = OutputBudget(limit=100_000)
+    for _ in range(10):
+        shown.admit(session, frames("display_data", data={"text/plain": "x"}, metadata={}, transient={"display_id": "d"}))
+    assert DROPPED in update(shown)  # 8 kB written into 10 outputs
+
+
 def test_no_nested_user_namespace(tmp_path):
     """Where bubblewrap can forbid them, code in the sandbox cannot make a user namespace of its own."""
     if "--disable-userns" not in sandbox.bubblewrap().options:
