@@ -742,7 +742,9 @@ def test_energy_net_diagnostic_flags_a_high_loss(ref04, capsys, student):
     lambda ref: (checks.check_ve_reverse, ref.euler_maruyama, ve_variant(ref, lambda self, t: self.sigma(t))),
     lambda ref: (checks.check_probability_flow_ode, pf_variant(half=1.0), ref.OrnsteinUhlenbeck),
     lambda ref: (checks.check_predictor_corrector, pc_variant(corrector_time="old")),
-])
+], ids=["log_prob", "score", "sample", "perturb", "langevin", "dsm_mean", "dsm_one_sigma", "energy_score_graph",
+        "energy_score_copy", "annealed_shape", "annealed_step", "reverse_drift", "em_forward", "em_reverse", "ve",
+        "ve_reverse", "flow", "predictor_corrector"])
 def test_judged_message_is_the_local_message(ref04, judged, case):
     check, *answers = case(ref04)
     assert message(check, *map(judged, answers)) == message(check, *answers)
