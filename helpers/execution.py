@@ -219,7 +219,7 @@ class _Watchdog:
                 tree = [root, *root.children(recursive=True)]
             except psutil.Error:
                 continue
-            self.limit = processes_hit(len(tree), self.max_processes) or memory_hit(tree, scratch, self.job.memory_limit)
+            self.limit = processes_hit(tree, self.max_processes) or memory_hit(tree, scratch, self.job.memory_limit)
             if self.limit is None and time.monotonic() > deadline:
                 self.limit = LimitHit(Limit.TIME, f"time limit: the notebook ran longer than {self.job.notebook_timeout} s")
             if self.limit:

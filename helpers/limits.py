@@ -27,8 +27,10 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from traitlets import Type
 
-# Processes one sandbox may run at once (a kernel needs one; a DataLoader with workers a few more).
+# Processes one sandbox may run at once (a kernel needs one; a DataLoader with workers a few more), and
+# threads in all of them (a kernel with one torch thread runs about a dozen).
 MAX_PROCESSES = 64
+MAX_THREADS = 2048
 
 
 class Limit(enum.Enum):
@@ -151,10 +153,18 @@ def memory_hit(tree: list[psutil.Process], scratch: Path | None, limit: int) -> 
     return LimitHit(Limit.MEMORY, f"memory limit: the kernel held {_gib(total)} ({parts}; limit {_gib(limit)})")
 
 
-def processes_hit(count: int, limit: int) -> LimitHit | None:
-    if count <= limit:
+def processes_hit(tree: list[psutil.Process], limit: int = MAX_PROCESSES) -> LimitHit | None:
+    """The process limit, if the sandbox runs more processes, or more threads, than allowed."""
+    threads = 0
+    for process in tree:
+        try:
+            threads += process.num_threads()
+        except psutil.Error:
+            pass
+    if len(tree) <= limit and threads <= MAX_THREADS:
         return None
-    return LimitHit(Limit.PROCESSES, f"process limit: the kernel ran {count} processes at once (limit {limit})")
+    return LimitHit(Limit.PROCESSES, f"process limit: the kernel ran {len(tree)} processes, {threads} threads at once "
+                                     f"(limit {limit} processes, {MAX_THREADS} threads)")
 
 
 # The key of a message the driver made in place of one it dropped: a kernel sets only the message's fields.

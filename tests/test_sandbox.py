@@ -256,13 +256,18 @@ def test_tmpfs_is_size_capped(tmp_path):
     assert run.stdout.split() == ["/tmp/big", "ENOSPC", "/dev/shm/big", "ENOSPC"], run.stderr
 
 
-def test_process_limit_stops_a_fork_bomb():
-    from helpers.execution import Job, run_job
-    from helpers.limits import MAX_PROCESSES
+FORK_BOMB = ("import os, time\nparent = os.getpid()\nfor _ in range(8):\n    os.fork()\n"  # 256 processes at most
+             "if os.getpid() != parent:\n    os.execvp('sleep', ['sleep', '4243'])\ntime.sleep(60)")
+THREAD_BOMB = ("import threading, time\nfor _ in range(3000):\n"
+               "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\ntime.sleep(60)")
 
-    bomb = ("import os, time\nparent = os.getpid()\nfor _ in range(8):\n    os.fork()\n"  # 256 processes at most
-            "if os.getpid() != parent:\n    os.execvp('sleep', ['sleep', '4243'])\ntime.sleep(60)")
-    assert 2**8 > MAX_PROCESSES
+
+@pytest.mark.parametrize("bomb", [FORK_BOMB, THREAD_BOMB], ids=["processes", "threads"])
+def test_process_limit_stops_a_fork_bomb(bomb):
+    from helpers.execution import Job, run_job
+    from helpers.limits import MAX_PROCESSES, MAX_THREADS
+
+    assert 2**8 > MAX_PROCESSES and 3000 > MAX_THREADS
     result = run_job(Job("bomb", limit_notebook(bomb, "print('✔ after')"), notebook_timeout=60))
     messages = limit_messages(result)
     assert len(messages) == 1 and messages[0].startswith("process limit"), result.events
