@@ -101,7 +101,7 @@ class TypstPDFExporter(Exporter):
             document.write_text(STYLE + source, encoding="utf-8")
             try:
                 pdf = typst.compile(str(document), root=str(root), ignore_system_fonts=True)
-            except Exception as error:  # typst.TypstError; its message names the line of the document
+            except typst.TypstError as error:  # its message names the line of the document
                 raise PDFError(f"Typst could not typeset the notebook: {str(error)[:800]}") from error
         resources["output_extension"] = ".pdf"
         resources["outputs"] = {}  # the figures are inside the PDF: nothing for nbconvert to write beside it
