@@ -285,13 +285,20 @@ class Connection:
         # streams as in one process; kept here (ids must not be reused) with the state they were sent in.
         self.generators: dict[int, tuple[torch.Generator, int, bytes]] = {}
         self.rng_sent: bytes | None = None
+        self.broken: BridgeBroken | None = None  # once broken (perhaps mid-message), every later request fails so
 
     def request(self, op: str, payload=None, **header):
+        if self.broken:
+            raise BridgeBroken(str(self.broken), self.broken.kind)
         buffers = []
         if payload is not None:
             buffers.append(_dumps(payload, self))
-        _send_or_break(self.sock, {"op": op, **header}, buffers)
-        reply, replies = _recv(self.sock, self.deadline)
+        try:
+            _send_or_break(self.sock, {"op": op, **header}, buffers)
+            reply, replies = _recv(self.sock, self.deadline)
+        except BridgeBroken as broken:
+            self.broken = broken
+            raise
         if reply.get("status") == "error":
             raise _remote_error(reply.get("type"), reply.get("message"))
         if reply.get("status") != "ok" or "value" not in reply:
@@ -379,7 +386,7 @@ class Remote:
     def __repr__(self) -> str:
         try:
             text = self._ask("repr")
-        except (BridgeBroken, Exception):
+        except Exception:  # the student's __repr__ failed; a broken connection still ends the check
             text = None
         return text[:MAX_TEXT] if type(text) is str else f"<{self._type} in the student's kernel>"
 
