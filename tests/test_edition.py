@@ -33,6 +33,7 @@ SHARED_WITH_CHECKS = {
     "with torch.enable_grad():",
     "return self.net(x).squeeze(-1)",
     "device = next(model.parameters()).device",
+    "optimizer = torch.optim.Adam(model.parameters(), lr=lr)",  # 04's DSM probe trains as the notebook says
 }
 
 
