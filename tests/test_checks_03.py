@@ -473,6 +473,31 @@ def test_compose_energies_wrong_fails(wrong, message, student):
     fails(checks.check_compose_energies, student(wrong), match=message)
 
 
+# ------------------------------------------------------------ the release's stubs
+def stub_ebm_loss(energy, x_data, x_model, alpha=0.0):
+    raise NotImplementedError()
+
+
+class StubEnergyCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 1))
+
+    def forward(self, x):
+        raise NotImplementedError()
+
+
+def stub_compose_energies(energies, op="and", alpha=1.0):
+    raise NotImplementedError()
+
+
+def test_stubs_are_reported_as_not_implemented(student):
+    fails(checks.check_ebm_loss, student(stub_ebm_loss), match=r"ebm_loss\(energy, .* is not implemented yet")
+    fails(checks.check_energy_cnn, student(StubEnergyCNN), match=r"EnergyCNN\(\)\(x\) is not implemented yet")
+    fails(checks.check_compose_energies, student(stub_compose_energies),
+          match=r"compose_energies\(.* is not implemented yet")
+
+
 # ------------------------------------------------------------ judged = local
 class DetachedInputCNN(torch.nn.Module):
     """An energy that ignores its input's gradient: the check's probe must see it in the kernel."""

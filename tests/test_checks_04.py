@@ -722,6 +722,38 @@ def test_energy_net_diagnostic_flags_a_high_loss(ref04, capsys, student):
     assert "above the exact score" in capsys.readouterr().out
 
 
+# ------------------------------------------------------------ the release's stubs
+class StubSDE:  # as released: drift and diffusion for subclasses, reverse_drift to write
+    def drift(self, x, t):
+        raise NotImplementedError("a subclass defines the drift f(x, t)")
+
+    def diffusion(self, t):
+        raise NotImplementedError("a subclass defines the diffusion g(t)")
+
+    def reverse_drift(self, x, t, score_fn):
+        raise NotImplementedError()
+
+
+class StubEnergyScore(nn.Module):
+    def __init__(self, energy_model):
+        super().__init__()
+        raise NotImplementedError()
+
+
+def stub_dsm_loss(score_model, x, sigmas, generator=None):
+    raise NotImplementedError()
+
+
+def test_stubs_are_reported_as_not_implemented(ref04, student, monkeypatch):
+    monkeypatch.setenv("COURSE_BUDGET", "grade")
+    fails(checks.check_dsm_loss, student(stub_dsm_loss), match=r"dsm_loss\(score_model.* is not implemented yet")
+    fails(checks.check_energy_score, student(StubEnergyScore), match=r"EnergyScore\(energy_model\) is not implemented yet")
+    fails(checks.check_trained_annealed, student(stub_dsm_loss), student(ref04.EnergyScore),
+          student(ref04.annealed_langevin), match=r"dsm_loss\(EnergyScore\(net\).* is not implemented yet")
+    fails(checks.check_sde_classes, student(StubSDE), student(ref04.OrnsteinUhlenbeck),
+          match=r"SDE.reverse_drift\(x, t, score_fn\) is not implemented yet")
+
+
 # ------------------------------------------------------------ judged = local
 @pytest.mark.parametrize("case", [
     lambda ref: (checks.check_log_prob, gm_variant(ref, log_prob=no_weights_log_prob)),
