@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 from ..budgets import budget
 from ..data import load_mnist
 from .common import (as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator, is_instance,
-                     max_abs_diff, passed, silenced)
+                     max_abs_diff, passed, silenced, type_name)
 
 MODES = ((2.5, 2.5), (-2.5, -2.5))  # the two unit Gaussians of the 2-D data
 MNIST_MIN_AUROC = 0.99  # measured: 1.000 on every seed after the check's training
@@ -311,7 +311,7 @@ def check_ebm_loss(ebm_loss, seed: int = 0, n_data: int = 7, n_model: int = 5) -
         what = f"ebm_loss(energy, x_data, x_model{'' if alpha is None else f', alpha={alpha}'})"
         loss, got_grads = call(_probe_ebm_loss, ebm_loss, energy, x_data.clone(), x_model.clone(), what=what, **kwargs)
         expect(isinstance(loss, torch.Tensor) and loss.numel() == 1,
-               f"{what} should return a scalar tensor (so that loss.backward() works), got {type(loss).__name__}"
+               f"{what} should return a scalar tensor (so that loss.backward() works), got {type_name(loss)}"
                + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "") + ".")
         got = float(loss.detach())
         if abs(got - float(expected)) > 1e-8 * max(1.0, abs(float(expected))):
@@ -490,7 +490,7 @@ def check_energy_cnn(EnergyCNN, seed: int = 0) -> None:
         getattr(model, mode)()
         with torch.no_grad():
             energies = call(model, x, what="EnergyCNN()(x)")
-            expect(isinstance(energies, torch.Tensor), f"the model should return a tensor, got {type(energies).__name__}.")
+            expect(isinstance(energies, torch.Tensor), f"the model should return a tensor, got {type_name(energies)}.")
             expect(tuple(energies.shape) == (6,), f"EnergyCNN()(x) for x of shape [6, 1, 28, 28] has shape "
                    f"{tuple(energies.shape)}; expected [6], one energy per image (squeeze the last axis).")
             expect(bool(torch.isfinite(energies).all()), "EnergyCNN returned NaN or inf on images in [-1, 1].")
@@ -518,7 +518,7 @@ def _pushed_ids(out: torch.Tensor) -> torch.Tensor:
 
 def _buffer_sample(buffer, n, what, shape, **kwargs):
     out = call(buffer.sample, n, what=what, **kwargs)
-    expect(isinstance(out, torch.Tensor), f"{what} should return a tensor, got {type(out).__name__}.")
+    expect(isinstance(out, torch.Tensor), f"{what} should return a tensor, got {type_name(out)}.")
     expect(not out.requires_grad, f"{what} returns a tensor that requires grad: store detached copies in push.")
     expect_shape(out, (n, *shape), what)
     return out.detach().cpu()
@@ -649,9 +649,9 @@ def _probe_energy_and_gradient(composed, x):
 def _composed(compose_energies, energies, op, x, what, **kwargs):
     """The composed energy of x (float64 [B]) and its gradient in x, after the usual checks on the output."""
     composed = call(compose_energies, energies, op, what=what, **kwargs)
-    expect(callable(composed), f"{what} should return a function x -> energies [B], got {type(composed).__name__}.")
+    expect(callable(composed), f"{what} should return a function x -> energies [B], got {type_name(composed)}.")
     out, grad = call(_probe_energy_and_gradient, composed, x, what=f"{what}(x)")
-    expect(isinstance(out, torch.Tensor), f"{what}(x) should return a tensor, got {type(out).__name__}.")
+    expect(isinstance(out, torch.Tensor), f"{what}(x) should return a tensor, got {type_name(out)}.")
     expect_shape(out, (len(x),), f"{what}(x) for x of shape {tuple(x.shape)}")
     expect(out.dtype == x.dtype, f"{what}(x) returned {out.dtype} for {x.dtype} input: keep the dtype.")
     expect(bool(torch.isfinite(out).all()),

@@ -29,7 +29,7 @@ from torch import nn
 from ..budgets import budget
 from ..noise import geometric_sigmas
 from .common import (CheckFailed, as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, is_instance,
-                     max_abs_diff, passed)
+                     max_abs_diff, passed, type_name)
 
 # The three-Gaussian data of the assignment: equal weights, means (1,1)/4, (3,1)/4, (2,3)/4, covariance 0.01·I.
 THREE_MEANS = torch.tensor([[1.0, 1.0], [3.0, 1.0], [2.0, 3.0]], dtype=torch.float64) / 4
@@ -228,7 +228,7 @@ def check_perturb(GaussianMixture, seed: int = 0, K: int = 3, d: int = 2, sigma:
     gm = _make_mixture(GaussianMixture, weights, means, covs, torch.float64)
     noisy = call(gm.perturb, sigma, what=f"perturb({sigma})")
     expect(hasattr(noisy, "log_prob") and hasattr(noisy, "score"),
-           f"perturb(σ) should return a new GaussianMixture, got {type(noisy).__name__}.")
+           f"perturb(σ) should return a new GaussianMixture, got {type_name(noisy)}.")
     out = as_tensor(call(noisy.log_prob, x, what="perturb(σ).log_prob(x)"), "log_prob")
     eye = torch.eye(d, dtype=torch.float64)
     expected = torch.from_numpy(_scipy_log_prob(weights, means, covs + sigma**2 * eye, x))
@@ -345,7 +345,7 @@ def check_dsm_loss(dsm_loss, seed: int = 0, d: int = 2, s: float = 1.5, n: int =
     loss, inputs, scale_grad = call(_probe_dsm_loss, dsm_loss, model, x, sigmas, generator(seed + 1),
                                     what="dsm_loss(score_model, x, sigmas, generator=g)")
     expect(isinstance(loss, torch.Tensor) and loss.numel() == 1,
-           f"dsm_loss should return a scalar tensor (for loss.backward()), got {type(loss).__name__}"
+           f"dsm_loss should return a scalar tensor (for loss.backward()), got {type_name(loss)}"
            + (f" of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else "") + ".")
     expect(len(inputs) >= 1, "dsm_loss never called score_model(x_noisy, sigma).")
     x_noisy = torch.cat([i[0] for i in inputs]).double()
