@@ -2,8 +2,10 @@
 
 Written to ``reports/``: ``questions.csv`` (one row per notebook and graded
 cell: mean, min, max, how many students lost points), ``scores.png`` (the
-distribution of total scores per notebook) and ``report.md`` (both tables and
-the list of submissions that could not be graded normally).
+distribution of total scores per notebook), the item analysis
+(:mod:`helpers.item_analysis`: ``items.csv``, ``items-<assignment>.png``) and
+``report.md`` (the tables and the list of submissions that could not be graded
+normally).
 """
 from __future__ import annotations
 
@@ -69,9 +71,11 @@ def write_report(course: Path, grades_csv: Path, problems: list[str]) -> Path:
     table = question_table(question_scores(course))
     table.to_csv(out / "questions.csv")
     score_plot(grades, out / "scores.png")
+    from .item_analysis import markdown, write_items
+
     lines = ["# Grading report", "", "## Scores per question", "",
              "```", table.to_string() if not table.empty else "(nothing graded yet)", "```", "",
-             "![score distributions](scores.png)", "", "## Submissions that need a look", ""]
+             "![score distributions](scores.png)", "", *markdown(write_items(course)), "## Submissions that need a look", ""]
     lines += [f"- {p}" for p in problems] or ["- none"]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
