@@ -59,7 +59,7 @@ def main() -> int:
     tests = [c for c in nbformat.read(source_notebook(args.assignment), as_version=4).cells
              if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
     failures_total = 0
-    print(f"| seed | failed checks | seconds |\n| ---: | --- | ---: |")
+    print("| seed | failed checks | seconds |\n| ---: | --- | ---: |")
     for seed in range(args.seeds):
         failed = []
         start = time.perf_counter()

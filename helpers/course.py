@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
     problems = needs_a_look(outcome)
     report = write_report(COURSE, csv, problems)
-    print(f"\nScores per student and assignment (grades.csv; written answers await manual grading):\n")
+    print("\nScores per student and assignment (grades.csv; written answers await manual grading):\n")
     print(score_table(csv).to_string())
     print("\nPer question (reports/questions.csv):\n")
     print(question_table(question_scores(COURSE)).to_string())

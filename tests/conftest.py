@@ -36,6 +36,15 @@ def reference_answers(assignment: str) -> types.SimpleNamespace:
     return types.SimpleNamespace(**namespace)
 
 
+def message(check, *args, **kwargs) -> str:
+    """The message with which a checker rejects an answer."""
+    from helpers.checks import CheckFailed
+
+    with pytest.raises(CheckFailed) as failure:
+        check(*args, **kwargs)
+    return str(failure.value)
+
+
 def fails(check, *args, match=None, **kwargs):
     """Assert that a checker rejects an answer (with a message matching ``match``)."""
     from helpers.checks import CheckFailed
@@ -75,6 +84,12 @@ def judged(_judged_agent):
     yield ship
     for connection in connections:
         connection.close()
+
+
+@pytest.fixture(params=["local", "judged"])
+def student(request):
+    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
+    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
 
 
 @pytest.fixture(scope="session")

@@ -6,15 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import fails
-from helpers.checks import CheckFailed
+from conftest import fails, message
 from helpers.checks import a01 as checks
-
-
-@pytest.fixture(params=["local", "judged"])
-def student(request):
-    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
-    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
 
 
 # ------------------------------------------------------------------ standardize
@@ -215,8 +208,8 @@ def wrong_autoencoders(ref01) -> dict:
 
 
 def test_autoencoder_wrong_fail(ref01, student):
-    for message, wrong in wrong_autoencoders(ref01).items():
-        fails(checks.check_autoencoder, student(wrong), match=message)
+    for expected, wrong in wrong_autoencoders(ref01).items():
+        fails(checks.check_autoencoder, student(wrong), match=expected)
 
 
 # ---------------------------------------------------------------- early stopping
@@ -296,8 +289,8 @@ WRONG_RECONSTRUCTION_MSE = {  # by the message they must get
 
 
 def test_reconstruction_mse_wrong_fails(student):
-    for message, wrong in WRONG_RECONSTRUCTION_MSE.items():
-        fails(checks.check_reconstruction_mse, student(wrong), match=message)
+    for expected, wrong in WRONG_RECONSTRUCTION_MSE.items():
+        fails(checks.check_reconstruction_mse, student(wrong), match=expected)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device (CUDA) to put the model on")
@@ -390,12 +383,6 @@ WRONG_ANSWERS = {  # one plausible wrong answer per check, given the reference a
     "autoencoder_beats_pca": lambda r: (checks.check_autoencoder_beats_pca,
                                         (r.Autoencoder, untrained(r), r.reconstruction_mse)),
 }
-
-
-def message(check, *answers) -> str:
-    with pytest.raises(CheckFailed) as failure:
-        check(*answers)
-    return str(failure.value)
 
 
 @pytest.mark.parametrize("name", WRONG_ANSWERS)

@@ -9,15 +9,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 from torch import nn
 
-from conftest import fails
-from helpers.checks import CheckFailed
+from conftest import fails, message
 from helpers.checks import a02 as checks
-
-
-@pytest.fixture(params=["local", "judged"])
-def student(request):
-    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
-    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
 
 
 # ------------------------------------------------------------ pairwise distances
@@ -307,8 +300,8 @@ def wrong_mlps(ref02) -> dict:
 def test_mlp_styles(ref02, student):
     checks.check_mlp(student(ref02.MLP))
     checks.check_mlp(student(ConvNet), seed=3)
-    for wrong, message in wrong_mlps(ref02).values():
-        fails(checks.check_mlp, student(wrong), match=message)
+    for wrong, expected in wrong_mlps(ref02).values():
+        fails(checks.check_mlp, student(wrong), match=expected)
 
 
 def test_accuracy(ref02, student):
@@ -490,12 +483,6 @@ WRONG_ANSWERS = {  # one plausible wrong answer per check, given the reference a
     "ood_pipeline": lambda r: (checks.check_ood_pipeline, (r.MLP, r.train_classifier, r.extract_features, r.fit_gmm,
                                                            lambda gmm, f: -r.ood_scores(gmm, f))),
 }
-
-
-def message(check, *answers) -> str:
-    with pytest.raises(CheckFailed) as failure:
-        check(*answers)
-    return str(failure.value)
 
 
 @pytest.mark.parametrize("name", WRONG_ANSWERS)

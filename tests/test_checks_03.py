@@ -5,22 +5,9 @@ import math
 import pytest
 import torch
 
-from conftest import fails
+from conftest import fails, message
 from helpers import budgets
-from helpers.checks import CheckFailed
 from helpers.checks import a03 as checks
-
-
-@pytest.fixture(params=["local", "judged"])
-def student(request):
-    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
-    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
-
-
-def message(check, *args, **kwargs) -> str:
-    with pytest.raises(CheckFailed) as failure:
-        check(*args, **kwargs)
-    return str(failure.value)
 
 
 @pytest.fixture

@@ -8,23 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import fails
+from conftest import fails, message
 from helpers import budgets
-from helpers.checks import CheckFailed
 from helpers.checks import a04 as checks
 from helpers.noise import geometric_sigmas
-
-
-@pytest.fixture(params=["local", "judged"])
-def student(request):
-    """``student(answer)``: the answer as a check receives it, itself (self-check) or a Remote handle (grading)."""
-    return request.getfixturevalue("judged") if request.param == "judged" else (lambda answer: answer)
-
-
-def message(check, *args, **kwargs) -> str:
-    with pytest.raises(CheckFailed) as failure:
-        check(*args, **kwargs)
-    return str(failure.value)
 
 
 def gm_variant(ref04, **overrides):

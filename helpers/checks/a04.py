@@ -772,7 +772,7 @@ def check_variance_exploding(VarianceExploding, SDE, seed: int = 0, n: int = 6, 
     rev = as_tensor(call(ve.reverse_drift, x, t, score, what="VarianceExploding.reverse_drift(x, t, score_fn)"), "reverse")
     expect(max_abs_diff(rev, -2 * log_ratio * (sigma_min * torch.exp(log_ratio * t)) ** 2 * score(x, t)) < 1e-8,
            "VarianceExploding.reverse_drift should be 0 − g(t)²·score (inherit it from SDE).")
-    passed(f"VarianceExploding: σ(t) = σ_min(σ_max/σ_min)^t, drift 0, g(t)² = 2·log(σ_max/σ_min)·σ(t)²")
+    passed("VarianceExploding: σ(t) = σ_min(σ_max/σ_min)^t, drift 0, g(t)² = 2·log(σ_max/σ_min)·σ(t)²")
 
 
 class _SigmaScore(_ShapeWatch):
