@@ -41,7 +41,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import integrity
+from . import integrity, regrade
 from .execution import Job, Result, run_job
 
 STAGE = ".grading"  # sanitised and executed notebooks, rewritten on every run; ignored by git
@@ -52,6 +52,7 @@ DEFAULT_NOTEBOOK_TIMEOUT = 1200
 @dataclass
 class Options:
     regrade: bool = False
+    regrade_changed: bool = False  # grade again what an older version of the tests graded (helpers.regrade)
     timeout: int | None = None  # per cell; None: nbgrader_config.py's Execute.timeout
     workers: int | None = None  # local worker processes; None: the number of cores
     scheduler: str | None = None  # a Dask scheduler address, e.g. tcp://host:8786
@@ -264,7 +265,17 @@ class Submission:
         return notes
 
 
-def _apply_verdicts(course: Path, submission: Submission) -> None:
+def _cleared(record: Path) -> set[str]:
+    """The flags an instructor cleared with ``./kit review`` (kept in grading.json across regrades)."""
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return set()
+    cleared = data.get("cleared") if isinstance(data, dict) else None
+    return {str(c) for c in cleared} if isinstance(cleared, list) else set()
+
+
+def _apply_verdicts(course: Path, submission: Submission, flagged: bool) -> None:
     """Each test cell's score from its verdict, in the gradebook; flagged submissions are marked there."""
     from nbgrader.api import Gradebook
 
@@ -276,7 +287,7 @@ def _apply_verdicts(course: Path, submission: Submission) -> None:
                 if grade.cell.cell_type == "code" and grade.auto_score is not None:  # a test cell
                     verdict = verdicts.get(grade.name)
                     grade.auto_score = grade.max_score if verdict and verdict.get("passed") is True else 0
-            notebook.flagged = bool(submission.flags())
+            notebook.flagged = flagged
         gradebook.db.commit()
 
 
@@ -367,6 +378,8 @@ def _record(course, recorder, submission: Submission, outcome, log_dir) -> bool:
     timestamp = course / "submitted" / student / assignment / "timestamp.txt"
     if timestamp.exists():
         shutil.copy(timestamp, folder / "timestamp.txt")
+    graded = course / "autograded" / student / assignment
+    cleared = _cleared(graded / "grading.json")  # read before nbgrader rewrites the folder
     result = recorder.autograde(assignment, student)
     log = log_dir(assignment) / f"{student}.log"
     flags, limits = submission.flags(), submission.limits()
@@ -377,12 +390,13 @@ def _record(course, recorder, submission: Submission, outcome, log_dir) -> bool:
         outcome.problems.append(f"{submission.who}: scores could not be recorded, scored 0 — "
                                 f"see {log.relative_to(course)}")
         return False
-    _apply_verdicts(course, submission)
-    graded = course / "autograded" / student / assignment
+    seen = set(flags) <= cleared  # the instructor cleared exactly these before: not flagged again on a regrade
+    _apply_verdicts(course, submission, flagged=bool(flags) and not seen)
     (graded / "grading.json").write_text(json.dumps(
-        {"flags": flags, "limits": limits, "events": submission.events, "verdicts": submission.verdicts}, indent=1))
+        {"flags": flags, "limits": limits, "events": submission.events, "verdicts": submission.verdicts,
+         "cleared": sorted(cleared), "version": regrade.version(course, assignment)}, indent=1))
     outcome.problems += [f"{submission.who}: {note}" for note in limits]
-    if flags:
+    if flags and not seen:
         outcome.flagged[submission.who] = flags + ["scores held out of the grade export until cleared (./kit review)"]
     return True
 

@@ -22,6 +22,8 @@ are printed capped and without control characters (:func:`helpers.grades_export.
 """
 from __future__ import annotations
 
+import json
+
 import argparse
 import sys
 from dataclasses import dataclass
@@ -96,6 +98,18 @@ def _log(course: Path, line: str) -> None:
         handle.write(f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC {line}\n")
 
 
+def _remember_cleared(course: Path, student: str, assignment: str) -> None:
+    """Note the reasons the instructor has seen in grading.json: a regrade that finds only these flags no more."""
+    record = course / "autograded" / student / assignment / "grading.json"
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(data, dict) and isinstance(data.get("flags"), list):
+        data["cleared"] = sorted({*data.get("cleared", []), *map(str, data["flags"])})
+        record.write_text(json.dumps(data, indent=1))
+
+
 def clear(student: str, assignment: str, course: Path = COURSE) -> str:
     """Clear the flag and keep the scores; what was done, in one line."""
     with _gradebook(course) as gradebook:
@@ -106,6 +120,7 @@ def clear(student: str, assignment: str, course: Path = COURSE) -> str:
             notebook.flagged = False
         gradebook.db.commit()
         line = f"{student} / {assignment}: flag cleared, scores kept ({submission.score:g} / {submission.max_score:g})"
+    _remember_cleared(course, student, assignment)
     _log(course, line)
     return line
 
@@ -125,6 +140,7 @@ def zero(student: str, assignment: str, course: Path = COURSE) -> str:
         gradebook.db.refresh(submission)
         line = (f"{student} / {assignment}: autograded scores set to 0 (manual overrides), flag cleared; "
                 f"{before:g} → {submission.score:g} / {submission.max_score:g}")
+    _remember_cleared(course, student, assignment)
     _log(course, line)
     return line
 

@@ -53,6 +53,17 @@ def test_clear_keeps_the_scores_and_releases_them_to_the_export(course_dir):
     assert review.clear("carol", "a1", course=course_dir) == "carol / a1 is not flagged: nothing to clear"
 
 
+def test_cleared_reasons_are_remembered_for_the_next_regrade(course_dir):
+    import json
+
+    from helpers import grading
+
+    record = course_dir / "autograded" / "carol" / "a1" / "grading.json"
+    flags = json.loads(record.read_text())["flags"]
+    review.clear("carol", "a1", course=course_dir)
+    assert grading._cleared(record) == set(flags) and flags  # a regrade flags these no more, a new reason again
+
+
 def test_zero_overrides_the_autograded_scores_and_a_regrade_keeps_it(course_dir):
     import nbformat
     from nbgrader.preprocessors import SaveAutoGrades
