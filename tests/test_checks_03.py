@@ -436,6 +436,17 @@ def make_compose(and_=None, or_=None, not_=None, check_two=True):
     return compose
 
 
+def lazy_compose(energies, op="and", alpha=1.0):
+    """Right formulas, but NOT's ValueError comes only when the returned function is called."""
+    composed = make_compose(check_two=False)(energies, op, alpha)
+
+    def energy(x):
+        if op == "not" and len(energies) != 2:
+            raise ValueError("NOT takes [E_base, E_neg]")
+        return composed(x)
+    return energy
+
+
 def test_compose_energies_reference_and_other_style_pass(ref03, student):
     for seed in (0, 1, 2):
         checks.check_compose_energies(student(ref03.compose_energies), seed=seed)
@@ -454,7 +465,8 @@ def test_compose_energies_reference_and_other_style_pass(ref03, student):
     (make_compose(and_=lambda E, a: E.mean(0)), "not their mean"),
     (make_compose(and_=lambda E, a: E[0] + E[1]), "AND is"),
     (make_compose(or_=lambda E, a: -torch.logsumexp(-E, 0).detach()), "detached"),
-    (make_compose(check_two=False), "ValueError"),
+    (make_compose(check_two=False), "should raise a ValueError"),
+    (lazy_compose, "raise in compose_energies itself, before returning"),
 ])
 def test_compose_energies_wrong_fails(wrong, message, student):
     fails(checks.check_compose_energies, student(wrong), match=message)
@@ -507,6 +519,7 @@ class DetachedInputCNN(torch.nn.Module):
     (checks.check_replay_buffer, lambda ref: variant_buffer(per_pixel=True)),
     (checks.check_compose_energies, lambda ref: make_compose(or_=lambda E, a: -torch.logsumexp(-E, 0).detach())),
     (checks.check_compose_energies, lambda ref: make_compose(not_=lambda E, a: E[0] + a * E[1])),
+    (checks.check_compose_energies, lambda ref: lazy_compose),
 ])
 def test_judged_message_is_the_local_message(ref03, judged, check, wrong):
     answer = wrong(ref03)

@@ -3,8 +3,9 @@
 Langevin samplers are checked against the exact law of the discretised chain
 on a Gaussian energy (after ``n`` steps its mean and variance have closed
 forms), training loops against closed-form maximum-likelihood answers or
-against what stays stable across seeds (see MEASUREMENTS.md), and the MNIST
-model by how it ranks real digits against noise.
+against what stays stable across seeds (the figures measured over seeds are
+noted next to each threshold; docs/contract.md states what every check
+compares), and the MNIST model by how it ranks real digits against noise.
 
 When grading, the student's objects are handles to a separate kernel and
 results come back as plain data without a graph (helpers/bridge.py). So what
@@ -730,15 +731,25 @@ def check_compose_energies(compose_energies, seed: int = 0, n: int = 64) -> None
                        f"{what}: the gradient in x differs from that of the closed form by up to "
                        f"{max_abs_diff(grad, expected_grad):.3g}; Langevin sampling follows this gradient.")
     for chosen in (base[:1], base):
+        what = f"compose_energies([{len(chosen)} energies], 'not')"
         try:
             with silenced():
-                compose_energies(chosen, "not")
+                composed = compose_energies(chosen, "not")
         except ValueError:
             continue
         except Exception as error:
-            fail(f"compose_energies([{len(chosen)} energies], 'not') raised {type(error).__name__}: {error}; raise a "
-                 "ValueError saying that NOT needs exactly two energies (a base and the one to negate).")
-        fail(f"compose_energies([{len(chosen)} energies], 'not') should raise a ValueError: NOT needs exactly two "
-             "energies, the base E_base and the energy to negate (−α·E alone has no minimum: chains run off to infinity).")
+            fail(f"{what} raised {type(error).__name__}: {error}; raise a ValueError saying that NOT needs exactly two "
+                 "energies (a base and the one to negate).")
+        why = "NOT needs exactly two energies, the base E_base and the energy to negate (−α·E alone has no minimum: " \
+              "chains run off to infinity)."
+        try:  # a ValueError raised only when the returned function is called is the lazy reading of the task
+            with silenced():
+                composed(x)
+        except ValueError:
+            fail(f"{what} returned a function that raises the ValueError when called: raise in compose_energies "
+                 f"itself, before returning (the energies are known there). {why}")
+        except Exception:  # any other error, like none, leaves the missing ValueError of the factory to report
+            pass
+        fail(f"{what} should raise a ValueError: {why}")
     passed("compose_energies: AND = ΣEᵢ, OR = −logsumexp(−Eᵢ) (stable at ±3000), NOT = E_base − α·E_neg; values and "
            "gradients, float32 and float64; NOT needs exactly two energies")
