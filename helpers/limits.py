@@ -5,8 +5,8 @@ are read from the operating system: the memory of every process the kernel
 started (its proportional share, so that forks of one kernel count its pages
 once), what its sandbox's ``/tmp`` and ``/dev/shm`` hold (tmpfs: memory that
 is in no process's RSS), seen from outside through ``/proc/PID/root``, the
-files in its scratch folder, and the memory files (``memfd``) its processes
-hold open. Output is counted in the raw bytes of the kernel's iopub messages
+files in its scratch folder, and the memory files (``memfd``) and deleted
+files its processes hold open. Output is counted in the raw bytes of the kernel's iopub messages
 before any is decoded (:class:`CappedKernelClient`), a display update as many
 times as the outputs it rewrites, so a kernel can make the driver neither
 decode nor store more than the cap.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import os
 from collections import Counter
+from stat import S_ISREG
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,23 +52,29 @@ def _gib(n: int) -> str:
 
 
 def memory_held(tree: list[psutil.Process], scratch: Path | None, proportional: bool = False) -> dict[str, int]:
-    """Bytes the sandbox holds, by where: its processes, its tmpfs, its scratch folder, its memory files.
+    """Bytes the sandbox holds, by where: its processes, its tmpfs, its scratch folder, files it holds open.
 
     ``tree`` starts with the sandbox's first process (bubblewrap, outside); ``scratch`` is the sandbox's
     scratch folder, None for a kernel without a sandbox (whose ``/tmp`` is the machine's, not its own).
     Processes count by their resident memory, or with ``proportional`` by their share of it (PSS; slower).
     """
-    held = {"processes": 0, "/tmp": 0, "/dev/shm": 0, "scratch folder": 0, "memory files": 0}
-    seen: set[tuple[int, int]] = set()
-    tmpfs_read = scratch is None
+    held = {"processes": 0, "/tmp": 0, "/dev/shm": 0, "scratch folder": 0, "open files": 0}
+    running = []
     for process in tree:
         try:
             held["processes"] += _proportional_memory(process) if proportional else process.memory_info().rss
+            running.append(process.pid)
         except psutil.Error:
             continue
-        if not tmpfs_read:  # any process inside shows the sandbox's mounts; the first (bwrap itself) is outside
-            tmpfs_read = process is not tree[0] and _read_tmpfs(process.pid, held)
-        held["memory files"] += _memfd_bytes(process.pid, seen)
+    tmpfs: set[int] = set()
+    for pid in running[1:] if scratch is not None else []:  # inside, each shows the sandbox's mounts
+        devices = _read_tmpfs(pid, held)
+        if devices is not None:
+            tmpfs = devices
+            break
+    seen: set[tuple[int, int]] = set()
+    for pid in running:
+        held["open files"] += _open_file_bytes(pid, seen, tmpfs)
     if scratch is not None:
         held["scratch folder"] = _folder_bytes(scratch, seen)
     return held
@@ -85,21 +92,24 @@ def _proportional_memory(process: psutil.Process) -> int:
     return process.memory_info().rss  # no smaps_rollup (Linux < 4.14, or not allowed to read it)
 
 
-def _read_tmpfs(pid: int, held: dict[str, int]) -> bool:
+def _read_tmpfs(pid: int, held: dict[str, int]) -> set[int] | None:
+    """Fill in what the sandbox's /tmp and /dev/shm hold, seen through ``pid``; their devices (None: unreadable)."""
     devices = set()
     for mount in ("/tmp", "/dev/shm"):
         path = f"/proc/{pid}/root{mount}"
         try:
             device, usage = os.stat(path).st_dev, os.statvfs(path)
         except OSError:
-            return False
+            return None
         if device not in devices:  # /dev/shm inside /dev's tmpfs where it is not a mount of its own
             held[mount] = (usage.f_blocks - usage.f_bfree) * usage.f_frsize
             devices.add(device)
-    return True
+    return devices
 
 
-def _memfd_bytes(pid: int, seen: set[tuple[int, int]]) -> int:
+def _open_file_bytes(pid: int, seen: set[tuple[int, int]], tmpfs: set[int]) -> int:
+    """Memory files (memfd) and deleted files the process holds open: in no folder, yet held (the sandbox's
+    tmpfs counts its own deleted files)."""
     total = 0
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
@@ -108,14 +118,16 @@ def _memfd_bytes(pid: int, seen: set[tuple[int, int]]) -> int:
     for fd in fds:
         link = f"/proc/{pid}/fd/{fd}"
         try:
-            if not os.readlink(link).startswith("/memfd:"):
+            target = os.readlink(link)
+            if not (target.startswith("/memfd:") or target.endswith(" (deleted)")):
                 continue
             stat = os.stat(link)
         except OSError:
             continue
-        if (stat.st_dev, stat.st_ino) not in seen:
-            seen.add((stat.st_dev, stat.st_ino))
-            total += stat.st_blocks * 512
+        if not S_ISREG(stat.st_mode) or stat.st_dev in tmpfs or (stat.st_dev, stat.st_ino) in seen:
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        total += stat.st_blocks * 512
     return total
 
 

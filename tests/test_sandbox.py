@@ -233,9 +233,11 @@ WRITE_400_MIB = "import os, time\nf = {opener}\nfor i in range(400):\n    f.writ
 
 @pytest.mark.parametrize("where, opener", [("/tmp", "open('/tmp/big', 'wb')"), ("/dev/shm", "open('/dev/shm/big', 'wb')"),
                                            ("scratch folder", "open('big', 'wb')"),
-                                           ("memory files", "os.fdopen(os.memfd_create('big'), 'wb')")])
+                                           ("open files", "os.fdopen(os.memfd_create('big'), 'wb')"),
+                                           ("open files", "open('gone', 'wb')\nos.unlink('gone')")])
 def test_memory_counts_what_no_process_holds(where, opener):
-    """Files in the sandbox's tmpfs, its scratch folder and memory files count against the memory limit."""
+    """Files in the sandbox's tmpfs, its scratch folder, memory files and deleted files held open count against the
+    memory limit."""
     from helpers.execution import Job, run_job
 
     result = run_job(Job("held", limit_notebook(WRITE_400_MIB.format(opener=opener), "print('✔ after')"),
