@@ -202,6 +202,7 @@ def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = No
     ``timeout`` overrides the per-cell limit of ``nbgrader_config.py``.
     """
     from . import grading
+    from .regrade import stale
 
     options = options or grading.Options()
     options.regrade = options.regrade or regrade
@@ -224,7 +225,8 @@ def grade(course: Path = COURSE, regrade: bool = False, timeout: int | None = No
             reason = _unreadable(folder)
             if reason:
                 problems.append(f"{student} / {name}: not graded, scored 0 — {reason}")
-            elif _needs_grading(course, student, name, options.regrade):
+            elif _needs_grading(course, student, name, options.regrade) or (
+                    options.regrade_changed and stale(course, student, name)):
                 pending.append((student, name))
     if pending:
         from .quality import load_classifier
@@ -269,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.course", description=__doc__.split("\n")[0])
     parser.add_argument("action", choices=["release", "check-release", "grade", "class"])
     parser.add_argument("--regrade", action="store_true", help="grade again submissions that were graded before")
+    parser.add_argument("--regrade-changed", action="store_true",
+                        help="grade again the submissions graded by an older version of the tests or checkers; "
+                             "writes reports/regrade-<date>.md and .csv (helpers/regrade.py)")
     parser.add_argument("--timeout", type=int, help="per-cell time limit in seconds (default: nbgrader_config.py)")
     parser.add_argument("--workers", type=int, help="submissions graded at once on this machine (default: one per core)")
     parser.add_argument("--scheduler", help="grade on a Dask cluster: the scheduler's address, e.g. tcp://host:8786")
@@ -308,7 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         sandboxed = "each in a sandbox (the workers' bwrap)" if options.sandbox else "WITHOUT a sandbox"
     print(f"grading {len(submitted_students())} student(s) {where}, {sandboxed}: {', '.join(submitted_students())}")
     try:
-        csv, outcome = grade(options=options)
+        if args.regrade_changed:
+            from .regrade import regrade_changed
+
+            csv, outcome, regraded = regrade_changed(COURSE, options=options)
+            print(f"regrade: {regraded.relative_to(COURSE)} and .csv" if regraded else
+                  "regrade: every graded submission was graded by the current tests and checkers")
+        else:
+            csv, outcome = grade(options=options)
     except SandboxUnavailable as error:
         print(f"\nNot graded: {error}", file=sys.stderr)
         return 1
