@@ -30,11 +30,13 @@ from pathlib import Path
 
 import nbformat
 import psutil
+from jupyter_client import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
 from . import bridge
 from .feedback import is_test_cell
+from .limits import DROPPED, MAX_PROCESSES, Limit, LimitHit, memory_hit, processes_hit
 
 LIMIT_ENAME = "GradingLimit"
 TIMEOUT_ERROR = {"ename": "CellTimeoutError", "evalue": "", "traceback": ["CellTimeoutError: No reply from kernel before timeout"]}
@@ -94,13 +96,11 @@ class GradingClient(NotebookClient):
         self.events: list[Event] = []
         self.verdicts: dict[str, dict] = {}
         self.executed: set[int] = set()
-        self.output_bytes = 0
         self.output_capped = False
         self.in_agent = False
         self.on_cell_executed = self._after_cell
 
     def output(self, outs, msg, display_id, cell_index):
-        from .limits import DROPPED
 
         # The kernel client counted the raw message and, past the cap, sent a stand-in for it (helpers.limits).
         hit = msg.get(DROPPED)
@@ -176,7 +176,6 @@ class _Watchdog:
     """
 
     def __init__(self, client: GradingClient, job: Job, max_processes: int | None = None):
-        from .limits import MAX_PROCESSES
 
         self.client, self.job = client, job
         self.max_processes = max_processes or MAX_PROCESSES
@@ -206,7 +205,6 @@ class _Watchdog:
         return self.root
 
     def _watch(self):
-        from .limits import Limit, LimitHit, memory_hit, processes_hit
 
         deadline = time.monotonic() + self.job.notebook_timeout
         scratch = getattr(self.client.km, "scratch", None)
@@ -290,9 +288,9 @@ def run_job(job: Job) -> Result:
         env = sandbox.kernel_environment(job.budget, data_dir(), work)
         if job.sandbox:
             km = sandbox.SandboxedKernelManager(scratch, [*sandbox.readable_paths(data_dir()), judge_dir],
-                                                kernel_name="python3")
-        else:
-            km = None
+                                                memory_limit=job.memory_limit, kernel_name="python3")
+        else:  # no isolation, but the same cap on output
+            km = AsyncKernelManager(kernel_name="python3", client_class="helpers.limits.CappedKernelClient")
         client = GradingClient(nb, job, str(judge_dir), km=km, kernel_name="python3",
                                resources={"metadata": {"path": str(work)}})
         watchdog = _Watchdog(client, job)
