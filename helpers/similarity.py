@@ -8,10 +8,11 @@ The whole release's code is boilerplate: its fingerprints are removed first, so 
 nothing, or kept a given stub, matches nobody. Fingerprints are copydetect's (MOSS-style winnowing
 over pygments tokens with every name replaced by one letter and comments and layout dropped): renamed
 variables, reordered functions and changed comments leave them unchanged. Only pairs that share a
-fingerprint are compared; winnowing keeps one fingerprint per window, so any match of ``GUARANTEE`` filtered
-characters is always found. copydetect hashes with Python's ``hash()``, salted per process: ``./kit
-similarity`` sets ``PYTHONHASHSEED=0`` so that the same class gives the same report. ``--archive DIR`` adds earlier terms' submissions (any folders under DIR that
-hold ``<student>/<assignment>/*.ipynb``), compared with this term's students, not with each other.
+fingerprint are compared; winnowing keeps one fingerprint per window, so any match of ``GUARANTEE``
+filtered characters is always found. copydetect hashes with Python's ``hash()``, salted per process:
+``./kit similarity`` sets ``PYTHONHASHSEED=0`` so that the same class gives the same report.
+``--archive DIR`` adds earlier terms' submissions (any folders under DIR that hold
+``<student>/<assignment>/*.ipynb``), compared with this term's students, not with each other.
 
 Written: ``reports/similarity-<assignment>.html`` (pairs ranked, each pair's code side by side with
 the matching parts marked) and ``reports/similarity-<assignment>.csv``; the top pairs are printed. A
