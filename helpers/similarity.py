@@ -21,8 +21,9 @@ also has; a high score is a reason to read both submissions, not a finding.
 
 What is trusted: the release notebooks and the course folder are the instructor's. Submitted
 notebooks are not: an unreadable one is named and skipped, and everything a student wrote (code, and
-the folder names that are student ids) reaches the page escaped, in a page that loads nothing from
-anywhere (a Content-Security-Policy forbids it), so opening it runs no script and calls no server.
+the folder names that are student ids) reaches the page escaped and the terminal without control
+characters. The page loads nothing from anywhere (a Content-Security-Policy forbids it), so opening
+it runs no script and calls no server. A notebook is only parsed, never run.
 """
 from __future__ import annotations
 
@@ -219,6 +220,11 @@ def write_reports(course: Path, assignment: str, pairs: list[Pair], compared: in
     return page, table
 
 
+def _plain(text: str) -> str:
+    """A folder name as the terminal should print it: no control characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def main(argv: list[str] | None = None, course: Path = COURSE) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.similarity", description=__doc__.split("\n")[0])
     parser.add_argument("assignment")
@@ -233,9 +239,10 @@ def main(argv: list[str] | None = None, course: Path = COURSE) -> int:
     print(f"{len(documents)} submission(s) of {args.assignment} compared; {len(pairs)} pair(s) share answer code "
           f"beyond the release's.")
     for n, p in enumerate(pairs[:args.top], 1):
-        print(f"{n:3}. {p.score:.2f}  {p.a}  —  {p.b}  ({p.share_a:.0%} / {p.share_b:.0%}, {p.tokens} characters)")
+        print(f"{n:3}. {p.score:.2f}  {_plain(p.a)}  —  {_plain(p.b)}  ({p.share_a:.0%} / {p.share_b:.0%}, "
+              f"{p.tokens} characters)")
     for problem in problems:
-        print(f"not compared: {problem}")
+        print(f"not compared: {_plain(problem)}")
     print(f"\n{page.relative_to(course)} (side by side), {table.relative_to(course)}")
     return 0
 
