@@ -1,5 +1,11 @@
 """Data sets of the course: penguins (shipped), MNIST and FashionMNIST (fetched).
 
+In the course folder (this repository, or the student edition) data live in its
+``data/``. Installed by pip as a package (Google Colab installs the edition's
+``helpers`` that way), ``helpers`` carries penguins.csv inside itself (package
+data, put there by ``helpers.edition``) and fetches the images into a cache in
+the home folder.
+
 Images load once per process into tensors (float32, [N, 1, 28, 28], values in
 [0, 1]); batching tensors by hand is about three times faster on a CPU than a
 DataLoader that converts every image with ``ToTensor``.
@@ -27,6 +33,8 @@ import torch
 
 DATA_DIR_ENV = "COURSE_DATA_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PENGUINS_CSV = "penguins.csv"
+INSTALLED_DATA_DIR = Path("~/.cache/learning-without-labels")  # no course folder around an installed package
 
 PENGUIN_FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
 
@@ -61,13 +69,20 @@ class DataError(RuntimeError):
     """A data set is missing or damaged; the message says what to do."""
 
 
+def in_course_folder() -> bool:
+    """Is ``helpers`` in a course folder (the repository, the edition), rather than installed as a package?"""
+    return (REPO_ROOT / "data" / PENGUINS_CSV).is_file()
+
+
 def data_dir() -> Path:
-    """Where all data lives: ``$COURSE_DATA_DIR`` or the repository's ``data/``.
+    """Where all data lives: ``$COURSE_DATA_DIR``, else the course folder's ``data/`` (the home folder's
+    cache for an installed ``helpers``).
 
     It never depends on the working directory, because nbgrader runs each
     submission from ``autograded/<student>/<assignment>/``.
     """
-    return Path(os.environ.get(DATA_DIR_ENV) or REPO_ROOT / "data").expanduser().resolve()
+    default = REPO_ROOT / "data" if in_course_folder() else INSTALLED_DATA_DIR
+    return Path(os.environ.get(DATA_DIR_ENV) or default).expanduser().resolve()
 
 
 # --------------------------------------------------------------------- penguins
@@ -80,9 +95,12 @@ def load_penguins():
     """
     import pandas as pd
 
-    path = REPO_ROOT / "data" / "penguins.csv"
+    path = REPO_ROOT / "data" / PENGUINS_CSV
+    if not in_course_folder():
+        path = Path(__file__).resolve().with_name(PENGUINS_CSV)  # the installed package's own copy
     if not path.is_file():
-        raise DataError(f"{path} is missing: it ships with the course repository; restore it with `git checkout -- data/penguins.csv`.")
+        raise DataError(f"{path} is missing: it ships with the course repository (restore it with `git checkout -- "
+                        "data/penguins.csv`) and inside the edition's installable helpers (install them again).")
     frame = pd.read_csv(path)
     X = torch.tensor(frame[PENGUIN_FEATURES].to_numpy(dtype=np.float64))
     return X, frame["species"].to_numpy(), list(PENGUIN_FEATURES)

@@ -15,6 +15,10 @@ notebook byte for byte. ``rerun="full"`` re-runs everything in the budget in for
 ``COURSE_BUDGET`` says otherwise) and hands in that run, as the notebook is then. The student's notebook
 is never modified. The result is ``<name>-handin.zip`` next to the notebook, holding ``<name>.ipynb``
 and ``<name>.pdf`` (made by ``helpers.pdf_export``: pandoc and Typst from pip, no TeX).
+
+On Google Colab the notebook lives in the browser, not on the machine: the hand-in cell asks the browser
+for it (what the student sees, saved or not, is what is handed in), writes it to ``hand-in/<name>`` in the
+working folder (a copy of the hand-in's own), hands that in as above, and offers the archive for download.
 """
 from __future__ import annotations
 
@@ -239,6 +243,18 @@ def _shell():
     return ipython.get_ipython() if ipython else None
 
 
+def colab_notebook(name: str) -> Path:
+    """Colab: the notebook as the browser holds it, written to ``hand-in/<name>``; return that path."""
+    import nbformat
+    from google.colab import _message  # Colab's own channel to the browser; its notebook is not on disk
+
+    nb = nbformat.from_dict(_message.blocking_request("get_ipynb", timeout_sec=120)["ipynb"])
+    path = Path.cwd() / "hand-in" / Path(name).name
+    path.parent.mkdir(exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
 def preflight(path: Path, shell=None):
     """Everything that can stop the hand-in, checked before any run; returns the saved notebook."""
     import nbformat
@@ -272,10 +288,11 @@ def hand_in(notebook: str | os.PathLike, timeout: int = 1800, rerun: str = "grad
     import nbformat  # here, not at the top: every notebook imports this module, most runs never hand in
 
     from .budgets import budget_name
+    from .runtime import on_colab
 
     began = time.perf_counter()
-    path = Path(notebook).resolve()
-    saved = preflight(path, _shell())
+    path = colab_notebook(notebook) if on_colab() else Path(notebook).resolve()
+    saved = preflight(path, None if on_colab() else _shell())  # Colab's copy is the browser's: nothing unsaved
     budget = "grade" if rerun == "grade" else budget_name()
     print(f"Checked: {path.name} is saved and readable, the PDF tools work, disk space is enough.\n"
           f"Running a copy from a clean kernel in the '{budget}' budget"
@@ -317,6 +334,11 @@ def hand_in(notebook: str | os.PathLike, timeout: int = 1800, rerun: str = "grad
     print(f"Wrote {archive} ({archive.stat().st_size / 1e6:.1f} MB): {path.name} "
           f"{'as you saved it' if rerun == 'grade' else 'as run just now'}, and {pdf.name}; "
           f"{time.perf_counter() - began:.0f} s in all. Hand in this archive.")
+    if on_colab():
+        from google.colab import files
+
+        print("Your browser now downloads it (allow downloads from colab.research.google.com if it asks).")
+        files.download(str(archive))
     return archive
 
 

@@ -1,8 +1,14 @@
-"""Seeding, device choice and the setup cell every notebook starts with."""
+"""Seeding, device choice and the setup cell every notebook starts with.
+
+Google Colab is told by its own module being loaded (Colab's kernel imports
+``google.colab`` at start); there the notebook's setup cell has installed
+``helpers`` from the edition's public copy before calling :func:`setup`.
+"""
 from __future__ import annotations
 
 import os
 import random
+import sys
 import warnings
 
 import numpy as np
@@ -17,6 +23,11 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def on_colab() -> bool:
+    """Is this kernel Google Colab's?"""
+    return "google.colab" in sys.modules
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -52,7 +63,10 @@ def setup(assignment: str, seed: int = 0):
     plotting.use_course_style()
     device = get_device()
     sizes = budget(assignment)
-    print(f"Assignment {assignment} · budget '{sizes.name}' ({budget_reason()}) · device {device} · seed {seed}")
+    print(f"Assignment {assignment} · budget '{sizes.name}' ({budget_reason()}) · device {device} · seed {seed}"
+          + (" · Google Colab" if on_colab() else ""))
+    if on_colab() and device.type == "cpu":
+        print("  No GPU attached: Runtime → Change runtime type → a GPU makes the 'full' budget several times faster.")
     needed = ASSIGNMENT_DATA.get(assignment, ())
     for name in needed:
         fetch(name, quiet=True)  # downloads or rebuilds what is missing; raises a DataError saying what to do
