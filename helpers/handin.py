@@ -248,7 +248,10 @@ def colab_notebook(name: str) -> Path:
     import nbformat
     from google.colab import _message  # Colab's own channel to the browser; its notebook is not on disk
 
-    nb = nbformat.from_dict(_message.blocking_request("get_ipynb", timeout_sec=120)["ipynb"])
+    reply = _message.blocking_request("get_ipynb", timeout_sec=120)  # None: no answer in time
+    if not reply or "ipynb" not in reply:
+        raise HandInError("the browser did not send the notebook (Colab's page busy or closed?): run this cell again.")
+    nb = nbformat.from_dict(reply["ipynb"])
     path = Path.cwd() / "hand-in" / Path(name).name
     path.parent.mkdir(exist_ok=True)
     nbformat.write(nb, path)

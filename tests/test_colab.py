@@ -13,13 +13,14 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
+import types
 import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from helpers import course, data, edition
+from helpers import course, data, edition, handin
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "01_pca_autoencoders"
@@ -155,3 +156,15 @@ def test_an_installed_helpers_keeps_data_in_the_home_cache(monkeypatch, tmp_path
     assert data.data_dir() == (ROOT / "data").resolve()
     monkeypatch.setattr(data, "REPO_ROOT", tmp_path)  # site-packages: no course folder around helpers
     assert data.data_dir() == data.INSTALLED_DATA_DIR.expanduser().resolve()
+
+
+def test_no_answer_from_the_browser_stops_the_hand_in_with_a_message(monkeypatch, tmp_path):
+    colab, message = types.ModuleType("google.colab"), types.ModuleType("google.colab._message")
+    message.blocking_request = lambda request_type, request="", timeout_sec=5, parent=None: None  # Colab's timeout
+    colab._message = message
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab._message", message)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(handin.HandInError, match="did not send the notebook"):
+        handin.hand_in(f"{NAME}.ipynb")
+    assert not (tmp_path / "hand-in").exists()
