@@ -204,10 +204,10 @@ def test_langevin_reference_passes(ref04, student):
 
 def preallocated_langevin(score_fn, x0, step_size, n_steps, return_trajectory=False, generator=None):
     """Another correct style: all states in one preallocated tensor."""
-    states = torch.empty(n_steps + 1, *x0.shape, dtype=x0.dtype)
+    states = torch.empty(n_steps + 1, *x0.shape, dtype=x0.dtype, device=x0.device)
     states[0] = x0
     for i in range(n_steps):
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         states[i + 1] = states[i] + step_size / 2 * score_fn(states[i]) + step_size**0.5 * noise
     return states if return_trajectory else states[-1]
 
@@ -216,11 +216,12 @@ def test_langevin_preallocated_style_passes(student):
     checks.check_langevin(student(preallocated_langevin))
 
 
-def langevin_variant(drift=0.5, noise=1.0):
+def langevin_variant(drift=0.5, noise=1.0, draw="cpu, moved"):
     def run(score_fn, x0, step_size, n_steps, return_trajectory=False, generator=None):
         x, states = x0.clone(), [x0.clone()]
         for _ in range(n_steps):
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=None if draw == "cpu" else x.device) \
+                if draw != "cpu, moved" else torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
             x = x + drift * step_size * score_fn(x) + noise * math.sqrt(step_size) * z
             states.append(x)
         return torch.stack(states) if return_trajectory else x
@@ -231,6 +232,8 @@ def langevin_variant(drift=0.5, noise=1.0):
     (langevin_variant(noise=0.0), "noise term"),
     (langevin_variant(noise=math.sqrt(2)), "twice too large"),
     (langevin_variant(drift=1.0), "twice too fast"),
+    (langevin_variant(draw="cpu"), "a tensor made on the CPU met x"),
+    (langevin_variant(draw="x's device"), "drawn on x's device with the CPU generator"),
 ])
 def test_langevin_wrong_fails(wrong, message, student):
     fails(checks.check_langevin, student(wrong), match=message)
@@ -263,12 +266,13 @@ def test_dsm_loss_reference_passes(ref04, student):
     checks.check_dsm_loss(student(ref04.dsm_loss), seed=7, d=3, s=0.5)
 
 
-def dsm_variant(reduce_dims="sum", weight=True, sign=1.0, per_batch=False, half=0.5, detach=False):
+def dsm_variant(reduce_dims="sum", weight=True, sign=1.0, per_batch=False, half=0.5, detach=False, sigma_device="x"):
     def loss_fn(score_model, x, sigmas, generator=None):
         sigmas = torch.as_tensor(sigmas, dtype=x.dtype)
         n_draws = 1 if per_batch else len(x)
         sigma = sigmas[torch.randint(len(sigmas), (n_draws,), generator=generator)].expand(len(x))[:, None]
-        z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        sigma = sigma.to(x.device) if sigma_device == "x" else sigma
+        z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         s = score_model(x + sigma * z, sigma)
         residual = sigma * s + sign * z if weight else s + sign * z / sigma
         sq = residual**2
@@ -282,7 +286,8 @@ def test_dsm_loss_numpy_sigmas_style_passes(student):
     def loss_fn(score_model, x, sigmas, generator=None):
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
         idx = torch.randint(0, len(sigmas), (x.shape[0], 1), generator=generator)
-        sigma = torch.as_tensor([float(s) for s in sigmas], dtype=x.dtype)[idx]
+        sigma = torch.as_tensor([float(s) for s in sigmas], dtype=x.dtype)[idx].to(x.device)
+        z = z.to(x.device)
         return (0.5 * torch.sum((sigma * score_model(x + sigma * z, sigma) + z) ** 2, dim=-1)).mean()
     checks.check_dsm_loss(student(loss_fn))
 
@@ -294,6 +299,7 @@ def test_dsm_loss_numpy_sigmas_style_passes(student):
     (dsm_variant(per_batch=True), "one σ for the whole batch"),
     (dsm_variant(half=1.0), "Missing the ½"),
     (dsm_variant(detach=True), "without a graph"),
+    (dsm_variant(sigma_device="cpu"), "a tensor made on the CPU met x"),
 ])
 def test_dsm_loss_wrong_fails(wrong, message, student):
     fails(checks.check_dsm_loss, student(wrong), match=message)
@@ -361,17 +367,20 @@ def test_energy_score_wrong_fails(wrong, message, student):
 def test_annealed_langevin_reference_passes(ref04, student):
     checks.check_annealed_langevin(student(ref04.annealed_langevin))
     checks.check_annealed_langevin(student(ref04.annealed_langevin), seed=8, weights=(0.5, 0.3, 0.2), descending=True)
+    checks.check_annealed_langevin(student(annealed_variant()))
 
 
-def annealed_variant(step="scaled", order="sorted", sigma_shape="column"):
+def annealed_variant(step="scaled", order="sorted", sigma_shape="column", sigma_device="x", dtype="x"):
     def sample(score_fn, x0, sigmas, eps, T, generator=None):
         levels = torch.as_tensor(sigmas).sort(descending=True).values if order == "sorted" else torch.as_tensor(sigmas)
-        x = x0.clone()
+        x = x0.clone() if dtype == "x" else x0.double()
         for sigma in levels.tolist():
             alpha = eps * sigma**2 / float(levels.min()) ** 2 if step == "scaled" else eps
-            level = torch.full((len(x), 1) if sigma_shape == "column" else (len(x),), sigma)
+            level = torch.full((len(x), 1) if sigma_shape == "column" else (len(x),), sigma, dtype=x.dtype,
+                               device=x.device if sigma_device == "x" else None)
             for _ in range(T):
-                x = x + alpha / 2 * score_fn(x, level) + math.sqrt(alpha) * torch.randn(x.shape, generator=generator)
+                z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+                x = x + alpha / 2 * score_fn(x, level) + math.sqrt(alpha) * z
         return x
     return sample
 
@@ -380,6 +389,8 @@ def annealed_variant(step="scaled", order="sorted", sigma_shape="column"):
     (annealed_variant(step="constant"), "α = eps·σ²/σ_min²"),
     (annealed_variant(order="as given"), "start from the largest σ"),
     (annealed_variant(sigma_shape="flat"), "shape \\[n, 1\\]"),
+    (annealed_variant(sigma_device="cpu"), "the score function received σ or t on the cpu device"),
+    (annealed_variant(dtype="float64"), "returned torch.float64 for torch.float32 x0"),
 ])
 def test_annealed_langevin_wrong_fails(wrong, message, student):
     fails(checks.check_annealed_langevin, student(wrong), match=message)
@@ -456,16 +467,16 @@ def test_ou_wrong_fails(ref04, student):
     fails(checks.check_sde_classes, student(ref04.SDE), student(Standalone), match="should subclass SDE")
 
 
-def em_variant(noise="sqrt", time="start", reverse_sign="negative"):
+def em_variant(noise="sqrt", time="start", reverse_sign="negative", t_device="x"):
     def integrate(sde, x0, t0, t1, n_steps, score_fn=None, generator=None):
         dt = (t1 - t0) / n_steps
         x = x0.clone()
         for i in range(n_steps):
             t_now = t0 + (i + 1) * dt if time == "end" else t0 + i * dt
-            t = torch.full((len(x), 1), t_now, dtype=x.dtype)
+            t = torch.full((len(x), 1), t_now, dtype=x.dtype, device=x.device if t_device == "x" else None)
             step = dt if reverse_sign == "negative" else abs(dt)
             drift = sde.drift(x, t) if dt > 0 else sde.reverse_drift(x, t, score_fn)
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            z = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
             scale = math.sqrt(abs(dt)) if noise == "sqrt" else (1.0 if noise == "unit" else 0.0)
             x = x + drift * step + sde.diffusion(t) * scale * z
         return x
@@ -491,6 +502,12 @@ def test_euler_maruyama_variant_of_reference_passes(ref04, student):
 ])
 def test_euler_maruyama_forward_wrong_fails(ref04, wrong, message, student):
     fails(checks.check_euler_maruyama_forward, student(wrong), student(ref04.OrnsteinUhlenbeck), match=message)
+
+
+def test_euler_maruyama_time_on_the_cpu_fails(ref04, student):
+    wrong = student(em_variant(t_device="cpu"))
+    fails(checks.check_euler_maruyama_forward, wrong, student(ref04.OrnsteinUhlenbeck), match="sde.drift received t on the cpu")
+    fails(checks.check_euler_maruyama_reverse, wrong, student(ref04.OrnsteinUhlenbeck), match="received t on the cpu")
 
 
 def test_euler_maruyama_forward_wrong_time_fails(ref04, student):
@@ -529,14 +546,16 @@ def test_variance_exploding_other_style_passes(ref04, student):
             self.lo, self.hi = sigma_min, sigma_max
 
         def sigma(self, t):
-            t = torch.as_tensor(t, dtype=torch.float64)
-            return torch.exp(math.log(self.lo) + t * math.log(self.hi / self.lo))
+            if not isinstance(t, torch.Tensor):
+                return math.exp(math.log(self.lo) + t * math.log(self.hi / self.lo))
+            return torch.exp(math.log(self.lo) + t.double() * math.log(self.hi / self.lo)).to(t.dtype)
 
         def drift(self, x, t):
             return x * 0
 
         def diffusion(self, t):
-            return torch.sqrt(2 * math.log(self.hi / self.lo) * self.sigma(t) ** 2)
+            sq = 2 * math.log(self.hi / self.lo) * self.sigma(t) ** 2
+            return torch.sqrt(sq) if isinstance(sq, torch.Tensor) else math.sqrt(sq)
 
     checks.check_variance_exploding(student(VE), student(ref04.SDE))
     checks.check_ve_reverse(student(ref04.euler_maruyama), student(VE))
@@ -560,6 +579,31 @@ def test_variance_exploding_wrong_diffusion_fails(ref04, diffusion, message, stu
     fails(checks.check_ve_reverse, student(ref04.euler_maruyama), student(wrong), match="exact score")
 
 
+def ve_sigma_through(ref04, dtype):
+    """The reference VE with σ(t) computed through torch.as_tensor(t, dtype=dtype)."""
+    class Through(ref04.VarianceExploding):
+        def sigma(self, t):
+            return self.sigma_min * (self.sigma_max / self.sigma_min) ** torch.as_tensor(t, dtype=dtype)
+    return Through
+
+
+def test_variance_exploding_float64_for_float32_fails(ref04, student):
+    always_float64 = student(ve_sigma_through(ref04, torch.float64))  # a held-out answer: right values, always float64
+    fails(checks.check_variance_exploding, always_float64, student(ref04.SDE),
+          match="for a torch.float32 tensor t returned torch.float64")
+    fails(checks.check_ve_reverse, student(ref04.euler_maruyama), always_float64,
+          match="returned torch.float64 for torch.float32 x0")
+
+
+def test_variance_exploding_float32_number_for_a_float_is_named(ref04, student):
+    class AsTensor(ref04.VarianceExploding):  # torch.as_tensor(0.37) is a 0-d float32 tensor; tensors keep their dtype
+        def sigma(self, t):
+            return self.sigma_min * (self.sigma_max / self.sigma_min) ** torch.as_tensor(t)
+
+    fails(checks.check_variance_exploding, student(AsTensor), student(ref04.SDE),
+          match=r"sigma\(t\) for the float t = 0.37 returned a 0-d torch.float32 tensor, .*return a Python float")
+
+
 def test_variance_exploding_wrong_sigma_fails(ref04, student):
     class Reversed(ref04.VarianceExploding):  # σ_max at t = 0: the levels numbered the other way round
         def sigma(self, t):
@@ -580,14 +624,14 @@ def test_variance_exploding_not_an_sde_fails(ref04, student):
     fails(checks.check_variance_exploding, student(Standalone), student(ref04.SDE), match="should subclass SDE")
 
 
-def pf_variant(half=0.5, noise=0.0, direction="given"):
+def pf_variant(half=0.5, noise=0.0, direction="given", t_device="x"):
     def flow(sde, x0, t0, t1, n_steps, score_fn):
         dt = (t1 - t0) / n_steps
         if direction == "backwards only":
             dt = -abs(dt)
         x = x0.clone()
         for i in range(n_steps):
-            t = torch.full((len(x), 1), t0 + i * dt, dtype=x.dtype)
+            t = torch.full((len(x), 1), t0 + i * dt, dtype=x.dtype, device=x.device if t_device == "x" else None)
             x = x + (sde.drift(x, t) - half * sde.diffusion(t) ** 2 * score_fn(x, t)) * dt
             x = x + noise * math.sqrt(abs(dt)) * torch.randn_like(x)
         return x
@@ -600,7 +644,7 @@ def heun_flow(sde, x0, t0, t1, n_steps, score_fn):
     x = x0.double()
 
     def velocity(x, t):
-        t = torch.full((len(x), 1), t, dtype=torch.float64)
+        t = torch.full((len(x), 1), t, dtype=torch.float64, device=x.device)
         return sde.drift(x, t) - 0.5 * sde.diffusion(t) ** 2 * score_fn(x, t)
 
     for i in range(n_steps):
@@ -623,24 +667,26 @@ def test_probability_flow_ode_reference_passes(ref04, student):
     (pf_variant(half=-0.5), "sign error"),
     (pf_variant(noise=1.0), "deterministic"),
     (pf_variant(direction="backwards only"), "time running from t0"),
+    (pf_variant(t_device="cpu"), "sde.drift received t on the cpu device"),
 ])
 def test_probability_flow_ode_wrong_fails(ref04, wrong, message, student):
     fails(checks.check_probability_flow_ode, student(wrong), student(ref04.OrnsteinUhlenbeck), match=message)
 
 
-def pc_variant(corrector_noise=2.0, corrector_sign=1.0, corrector_time="new", g2=2):
+def pc_variant(corrector_noise=2.0, corrector_sign=1.0, corrector_time="new", g2=2, noise_device="x"):
     def sample(sde, x0, t0, t1, n_steps, score_fn, snr=0.16, n_corrector=1, generator=None):
         dt = (t1 - t0) / n_steps
         x = x0.clone()
+        move = (lambda z: z.to(x.device)) if noise_device == "x" else (lambda z: z)
         for i in range(n_steps):
-            t = torch.full((len(x), 1), t0 + i * dt, dtype=x.dtype)
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            t = torch.full((len(x), 1), t0 + i * dt, dtype=x.dtype, device=x.device)
+            z = move(torch.randn(x.shape, generator=generator, dtype=x.dtype))
             g = sde.diffusion(t)
             x = x + (sde.drift(x, t) - g**g2 * score_fn(x, t)) * dt + g * math.sqrt(abs(dt)) * z
             t_c = t + dt if corrector_time == "new" else t
             for _ in range(n_corrector):
                 s = score_fn(x, t_c)
-                z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+                z = move(torch.randn(x.shape, generator=generator, dtype=x.dtype))
                 eps = 2 * (snr * z.norm(dim=1).mean() / s.norm(dim=1).mean()) ** 2
                 x = x + corrector_sign * eps * s + torch.sqrt(corrector_noise * eps) * z
         return x
@@ -663,6 +709,21 @@ def test_predictor_corrector_reference_passes(ref04, student):
 ])
 def test_predictor_corrector_wrong_fails(wrong, message, student):
     fails(checks.check_predictor_corrector, student(wrong), match=message)
+
+
+def test_predictor_corrector_noise_left_on_the_cpu_fails(student):
+    fails(checks.check_predictor_corrector, student(pc_variant(noise_device="cpu")), match="a tensor made on the CPU met x")
+
+
+def pc_in_place(ref04):
+    def sample(sde, x0, t0, t1, n_steps, score_fn, snr=0.16, n_corrector=1, generator=None):
+        x0[:] = ref04.predictor_corrector(sde, x0, t0, t1, n_steps, score_fn, snr, n_corrector, generator)
+        return x0
+    return sample
+
+
+def test_predictor_corrector_changing_x0_fails(ref04, student):
+    fails(checks.check_predictor_corrector, student(pc_in_place(ref04)), match="changed its argument number 2 in place")
 
 
 def test_predictor_corrector_without_corrector_fails(ref04, student):
@@ -761,9 +822,17 @@ def test_stubs_are_reported_as_not_implemented(ref04, student, monkeypatch):
     lambda ref: (checks.check_ve_reverse, ref.euler_maruyama, ve_variant(ref, lambda self, t: self.sigma(t))),
     lambda ref: (checks.check_probability_flow_ode, pf_variant(half=1.0), ref.OrnsteinUhlenbeck),
     lambda ref: (checks.check_predictor_corrector, pc_variant(corrector_time="old")),
+    lambda ref: (checks.check_langevin, langevin_variant(draw="x's device")),
+    lambda ref: (checks.check_dsm_loss, dsm_variant(sigma_device="cpu")),
+    lambda ref: (checks.check_annealed_langevin, annealed_variant(sigma_device="cpu")),
+    lambda ref: (checks.check_euler_maruyama_reverse, em_variant(t_device="cpu"), ref.OrnsteinUhlenbeck),
+    lambda ref: (checks.check_variance_exploding, ve_sigma_through(ref, torch.float64), ref.SDE),
+    lambda ref: (checks.check_variance_exploding, ve_sigma_through(ref, torch.float32), ref.SDE),
+    lambda ref: (checks.check_predictor_corrector, pc_in_place(ref)),
 ], ids=["log_prob", "score", "sample", "perturb", "langevin", "dsm_mean", "dsm_one_sigma", "energy_score_graph",
         "energy_score_copy", "annealed_shape", "annealed_step", "reverse_drift", "em_forward", "em_reverse", "ve",
-        "ve_reverse", "flow", "predictor_corrector"])
+        "ve_reverse", "flow", "predictor_corrector", "langevin_device", "dsm_device", "annealed_device", "em_device",
+        "ve_float64", "ve_float32", "predictor_corrector_in_place"])
 def test_judged_message_is_the_local_message(ref04, judged, case):
     check, *answers = case(ref04)
     assert message(check, *map(judged, answers)) == message(check, *answers)

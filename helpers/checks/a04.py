@@ -28,8 +28,8 @@ from torch import nn
 
 from ..budgets import budget
 from ..noise import geometric_sigmas
-from .common import (CheckFailed, as_float, as_tensor, call, expect, expect_shape, fail, fmt, generator, is_instance,
-                     max_abs_diff, passed, type_name)
+from .common import (CheckFailed, as_float, as_tensor, call, call_unchanged, expect, expect_shape, fail, fmt, generator,
+                     is_instance, max_abs_diff, passed, type_name)
 
 # The three-Gaussian data of the assignment: equal weights, means (1,1)/4, (3,1)/4, (2,3)/4, covariance 0.01·I.
 THREE_MEANS = torch.tensor([[1.0, 1.0], [3.0, 1.0], [2.0, 3.0]], dtype=torch.float64) / 4
@@ -126,6 +126,91 @@ def _compare_samples(x, means, weights, spreads, what: str, weight_tol: float, s
            f"and per-axis spreads {fmt(got_spreads.flatten(), 3)} (expected {fmt(spreads.flatten(), 3)} within "
            f"{spread_tol:.0%}). {cause}")
     return f"shares {fmt(shares, 2)}, spreads {float(got_spreads.min()):.3f}–{float(got_spreads.max()):.3f}"
+
+
+# ---------------------------------------------------------- devices
+class _DeviceWatch(nn.Module):
+    """Score function, score model and SDE (dx = √(2t) dw) at once, for the device probe: it notes every tensor
+    (x, σ, t) that reaches it on another device than the one the probe put it and x0 on, and computes on what it gets.
+
+    An ``nn.Module`` with a parameter, so that code asking the model for its device gets the right one.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+        self.mismatches: list[str] = []
+
+    def _note(self, where: str, **tensors) -> None:
+        for name, value in tensors.items():
+            if isinstance(value, torch.Tensor) and value.device != self.anchor.device and not self.mismatches:
+                self.mismatches.append(f"{where} received {name} on the {value.device.type} device while x0 was on "
+                                       f"the {self.anchor.device.type} device")
+
+    def forward(self, x, level=None):  # score_fn(x) (Langevin), score_fn(x, σ or t), score_model(x̃, σ)
+        self._note("the score function", x=x, **({} if level is None else {"σ or t": level}))
+        return -x
+
+    def drift(self, x, t):
+        self._note("sde.drift", x=x, t=t)
+        return torch.zeros_like(x)
+
+    def diffusion(self, t):
+        self._note("sde.diffusion", t=t)
+        return torch.sqrt(2 * t) if isinstance(t, torch.Tensor) else math.sqrt(2 * t)
+
+    def reverse_drift(self, x, t, score_fn):
+        return self.drift(x, t) - self.diffusion(t) ** 2 * score_fn(x, t)
+
+
+def _probe_devices(fn, shape, dtype, args, kwargs):
+    """``fn(watch, x0, *args, **kwargs)`` with x0 of ``shape`` on the CPU, then on PyTorch's "meta" device, where
+    every ``_DeviceWatch`` among the arguments is that run's watch and every generator a CPU generator seeded 0.
+    Per run: the error raised (type and message, or None), what the watch noted, and the generator's state after.
+
+    "meta" tensors have a device and a shape but no data, and an operation that mixes one with a CPU tensor raises
+    as it would with a GPU tensor: code that builds σ or t on the CPU, or draws noise there and leaves it there, shows
+    without a GPU. Random draws on "meta" consume nothing from a generator, so the state after the call also shows
+    noise drawn on x's device with the CPU generator (which a GPU refuses).
+    """
+    runs = []
+    for device in ("cpu", "meta"):
+        watch, g = _DeviceWatch().to(device), torch.Generator().manual_seed(0)
+        x0 = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=dtype).to(device)
+        mine = lambda v: watch if isinstance(v, _DeviceWatch) else g if isinstance(v, torch.Generator) else v  # noqa: E731
+        error = None
+        try:
+            fn(watch, x0, *map(mine, args), **{key: mine(v) for key, v in kwargs.items()})
+        except Exception as raised:  # the student's code on "meta": every error is an observation
+            error = f"{type(raised).__name__}: {raised}"
+        runs.append((error, list(watch.mismatches), g.get_state()))
+    return runs
+
+
+DEVICE_HINT = ("Draw random numbers on the CPU with the generator, then move them: torch.randn(x.shape, "
+               "generator=generator, dtype=x.dtype).to(x.device); build σ and t on x's device: torch.full((len(x), 1), "
+               "value, dtype=x.dtype, device=x.device), or .to(x.device) for levels taken from `sigmas`.")
+
+
+def _check_devices(fn, what: str, shape, *args, dtype=torch.float32, **kwargs) -> None:
+    """Fail when ``fn(watch, x0, *args, **kwargs)`` mixes x's device with the CPU, as in the notebook on a GPU: x0
+    on a GPU, the generator and the σ levels on the CPU. Pass ``_DeviceWatch()`` where the call takes the check's
+    score function or SDE, and any generator where it takes one. An error on "meta" that is no device error says
+    nothing (the code may read values, which "meta" tensors do not have)."""
+    (cpu_error, _, cpu_state), (error, mismatches, state) = call(
+        _probe_devices, fn, tuple(shape), dtype, args, kwargs, what=f"{what} with x0 on another device")
+    if cpu_error is not None:
+        return  # the probe's small inputs did not suit this code: nothing to learn from the second run
+    setting = (f"{what} with x0 on another device than the CPU (a GPU in the notebook; here PyTorch's \"meta\" "
+               "device) and the generator and σ levels on the CPU")
+    if mismatches:
+        fail(f"{setting}: {mismatches[0]}; on a GPU the first operation that mixes the two (torch.cat in a network, "
+             f"x + σ·z) raises. {DEVICE_HINT}")
+    if error is not None and error.startswith("RuntimeError") and "device" in error.lower() and "cpu" in error.lower():
+        fail(f"{setting}, raised {error[:300]}: a tensor made on the CPU met x. {DEVICE_HINT}")
+    if error is None and not torch.equal(cpu_state, state):
+        fail(f"{setting}: some random numbers are drawn on x's device with the CPU generator "
+             "(torch.randn(..., generator=generator, device=x.device)), which raises on a GPU. " + DEVICE_HINT)
 
 
 # ---------------------------------------------------------- GaussianMixture
@@ -303,8 +388,10 @@ def check_langevin(langevin_dynamics, seed: int = 0, n: int = 4000, step_size: f
     expect(max_abs_diff(traj[-1], last) < 1e-6,
            "with equally seeded generators the last point of the trajectory differs from the result without "
            "trajectory: draw all noise from `generator` and return the same chain either way.")
+    _check_devices(langevin_dynamics, "langevin_dynamics(score_fn, x0, step_size, n_steps, generator=g)", (8, 2),
+                   0.01, 3, generator=generator(seed))
     passed(f"langevin_dynamics: mean {fmt(got_mean, 3)} and variance {fmt(got_var, 3)} as the update predicts; "
-           "trajectory [n_steps + 1, n, d]")
+           "trajectory [n_steps + 1, n, d]; noise on x's device")
 
 
 # ---------------------------------------------------------- denoising score matching
@@ -378,7 +465,9 @@ def check_dsm_loss(dsm_loss, seed: int = 0, d: int = 2, s: float = 1.5, n: int =
     expect(loss.requires_grad, "dsm_loss returned a tensor without a graph (detached, or computed under no_grad): "
                                "the optimiser cannot learn from it.")
     expect(scale_grad is not None, "no gradient reached the score model's parameters through dsm_loss.")
-    passed(f"dsm_loss: {got:.4f} with the optimal score, closed form {expected:.4f} (d={d}, s={s}); σ uniform per sample")
+    _check_devices(dsm_loss, "dsm_loss(score_model, x, sigmas, generator=g)", (8, d), sigmas, generator=generator(seed))
+    passed(f"dsm_loss: {got:.4f} with the optimal score, closed form {expected:.4f} (d={d}, s={s}); σ uniform per sample; "
+           "σ and noise on x's device")
 
 
 class _QuadraticEnergy(nn.Module):
@@ -499,8 +588,9 @@ def check_annealed_langevin(annealed_langevin, seed: int = 0, n: int = 2000, wei
     out = as_tensor(call(annealed_langevin, score, x0, sigmas, eps, T, generator=generator(seed + 1),
                          what="annealed_langevin(score_fn, x0, sigmas, eps, T, generator=g)"), "annealed_langevin")
     expect_shape(out, x0.shape, "annealed_langevin(...)")
+    expect(out.dtype == x0.dtype, f"annealed_langevin returned {out.dtype} for {x0.dtype} x0: keep the dtype of x0.")
     expect(score.bad_shape is None, f"score_fn received sigma of shape {score.bad_shape}; pass a tensor of shape [n, 1] "
-                                    "(torch.full((n, 1), sigma)).")
+                                    "(torch.full((len(x), 1), sigma, dtype=x.dtype, device=x.device)).")
     seen = torch.tensor(score.sigmas)
     order = sigmas.sort(descending=True).values
     expected_calls = order.repeat_interleave(T)
@@ -514,7 +604,10 @@ def check_annealed_langevin(annealed_langevin, seed: int = 0, n: int = 2000, wei
                                weight_tol=0.05, spread_tol=0.2,
                                cause="Each level uses the step α = eps·σ²/σ_min² for T steps of "
                                      "x ← x + (α/2)·s(x, σ) + √α·z.")
-    passed(f"annealed_langevin with the exact score: {summary} (truth {fmt(weights, 2)}, 0.100)")
+    _check_devices(annealed_langevin, "annealed_langevin(score_fn, x0, sigmas, eps, T, generator=g)", (8, 2),
+                   geometric_sigmas(0.1, 1.0, 3), 1e-3, 2, generator=generator(seed))
+    passed(f"annealed_langevin with the exact score: {summary} (truth {fmt(weights, 2)}, 0.100); σ and noise on x's "
+           "device")
 
 
 # ---------------------------------------------------------- SDEs
@@ -614,7 +707,10 @@ def check_euler_maruyama_forward(euler_maruyama, OrnsteinUhlenbeck, seed: int = 
                     msg += ("Each step is x ← x + f(x, t)·Δt + g(t)·√Δt·z, with t the time at the start of the step, "
                             "going from t0 to t1 in n_steps equal steps.")
                 fail(msg)
-    passed("euler_maruyama forward: OU mean x₀e^(−Δt/2) and variance 1 − e^(−Δt); time-dependent SDE right")
+    _check_devices(euler_maruyama, "euler_maruyama(sde, x0, 0.5, 1.0, 3, generator=g)", (8, 2), 0.5, 1.0, 3,
+                   generator=generator(seed))
+    passed("euler_maruyama forward: OU mean x₀e^(−Δt/2) and variance 1 − e^(−Δt); time-dependent SDE right; t and "
+           "noise on x's device")
 
 
 class _OUScore(_ShapeWatch):
@@ -663,6 +759,7 @@ def check_euler_maruyama_reverse(euler_maruyama, OrnsteinUhlenbeck, seed: int = 
     out = as_tensor(call(euler_maruyama, sde, x0, 3.0, 0.1, 300, score_fn=score, generator=generator(seed),
                          what="euler_maruyama(ou, x, 3.0, 0.1, 300, score_fn=...)"), "euler_maruyama")
     expect_shape(out, x0.shape, "euler_maruyama(...) in reverse")
+    expect(out.dtype == x0.dtype, f"euler_maruyama returned {out.dtype} for {x0.dtype} x0: keep the dtype.")
     expect(score.bad_shape is None, f"score_fn received t of shape {score.bad_shape}; pass a tensor of shape [n, 1].")
     expect(len(score.times) == 300 and abs(score.times[0] - 3.0) < 1e-6 and abs(score.times[-1] - (0.1 + 2.9 / 300)) < 1e-5,
            f"going from t0=3.0 to t1=0.1 in 300 steps, score_fn should be called 300 times at t = 3.0, …, "
@@ -681,7 +778,10 @@ def check_euler_maruyama_reverse(euler_maruyama, OrnsteinUhlenbeck, seed: int = 
     summary_data = _compare_samples(x, THREE_MEANS, torch.ones(3, dtype=torch.float64) / 3, spreads,
                                     "reverse OU on a log grid from t=5 to 1e-3 with the exact score", weight_tol=0.05,
                                     spread_tol=0.25, cause=cause)
-    passed(f"euler_maruyama in reverse with the exact score: marginal at t=0.1 {summary}; data {summary_data}")
+    _check_devices(euler_maruyama, "euler_maruyama(sde, x0, 1.0, 0.5, 3, score_fn=..., generator=g)", (8, 2), 1.0, 0.5,
+                   3, score_fn=_DeviceWatch(), generator=generator(seed))
+    passed(f"euler_maruyama in reverse with the exact score: marginal at t=0.1 {summary}; data {summary_data}; t and "
+           "noise on x's device")
 
 
 # ---------------------------------------------------------- trained models
@@ -745,22 +845,29 @@ def check_variance_exploding(VarianceExploding, SDE, seed: int = 0, n: int = 6, 
     x = torch.randn(n, 2, generator=g, dtype=torch.float64)
     t = torch.cat([torch.tensor([[0.0], [1.0]], dtype=torch.float64), torch.rand(n - 2, 1, generator=g, dtype=torch.float64)])
     log_ratio = math.log(sigma_max / sigma_min)
-    for time in (t, 0.37):
-        t64 = torch.as_tensor(time, dtype=torch.float64)
-        sigma = torch.as_tensor(call(ve.sigma, time, what="VarianceExploding.sigma(t)"), dtype=torch.float64)
+    for time in (t, t.float(), 0.37):
+        t64 = time.double() if isinstance(time, torch.Tensor) else torch.tensor(time, dtype=torch.float64)
+        tol = 1e-5 if isinstance(time, torch.Tensor) and time.dtype == torch.float32 else 1e-8
         expected_sigma = sigma_min * torch.exp(log_ratio * t64)
-        expect(_is_scalar_like(sigma, n) and max_abs_diff(sigma.reshape(-1) if sigma.numel() > 1 else sigma,
-                                                          expected_sigma.reshape(-1)) < 1e-8,
-               f"sigma(t) should be σ_min·(σ_max/σ_min)^t (σ_min at t = 0, σ_max at t = 1) with the shape of t; for "
-               f"σ_min={sigma_min}, σ_max={sigma_max} expected {fmt(expected_sigma)}, got {fmt(sigma)}.")
+        expected_sq = 2 * log_ratio * expected_sigma**2
+        raw_sigma = call(ve.sigma, time, what="VarianceExploding.sigma(t)")
+        _expect_dtype_of_t("sigma(t)", time, raw_sigma)
+        _expect_float_for_float_t("sigma(t)", time, raw_sigma, expected_sigma)
+        sigma = torch.as_tensor(raw_sigma, dtype=torch.float64)
+        if not (_is_scalar_like(sigma, n) and max_abs_diff(sigma.reshape(-1) if sigma.numel() > 1 else sigma,
+                                                           expected_sigma.reshape(-1)) < tol * max(1.0, float(expected_sigma.max()))):
+            fail(f"sigma(t) should be σ_min·(σ_max/σ_min)^t (σ_min at t = 0, σ_max at t = 1) with the shape of t; for "
+                 f"σ_min={sigma_min}, σ_max={sigma_max} expected {fmt(expected_sigma)}, got {fmt(sigma)}.")
         drift = as_tensor(call(ve.drift, x, time, what="VarianceExploding.drift(x, t)"), "drift")
         expect(drift.shape == x.shape and max_abs_diff(drift, 0 * x) == 0,
                f"the VE drift is f(x, t) = 0 with the shape of x {tuple(x.shape)}; got shape {tuple(drift.shape)}.")
-        g_t = torch.as_tensor(call(ve.diffusion, time, what="VarianceExploding.diffusion(t)"), dtype=torch.float64)
+        raw_g = call(ve.diffusion, time, what="VarianceExploding.diffusion(t)")
+        _expect_dtype_of_t("diffusion(t)", time, raw_g)
+        _expect_float_for_float_t("diffusion(t)", time, raw_g, expected_sq.sqrt())
+        g_t = torch.as_tensor(raw_g, dtype=torch.float64)
         expect(_is_scalar_like(g_t, n), f"diffusion(t) should be a float or a tensor shaped like t, got {tuple(g_t.shape)}.")
         g_t = g_t.reshape(-1, 1) if g_t.numel() > 1 else g_t
-        expected_sq = 2 * log_ratio * expected_sigma**2
-        if max_abs_diff(g_t**2, expected_sq) > 1e-8 * float(expected_sq.max()):
+        if max_abs_diff(g_t**2, expected_sq) > tol * float(expected_sq.max()):
             cause = "g(t) = σ(t)·√(2·log(σ_max/σ_min)), the square root of d[σ(t)²]/dt, so that the variance added " \
                     "between 0 and t is σ(t)² − σ_min²."
             if max_abs_diff(g_t, expected_sigma) < 1e-8:
@@ -772,7 +879,38 @@ def check_variance_exploding(VarianceExploding, SDE, seed: int = 0, n: int = 6, 
     rev = as_tensor(call(ve.reverse_drift, x, t, score, what="VarianceExploding.reverse_drift(x, t, score_fn)"), "reverse")
     expect(max_abs_diff(rev, -2 * log_ratio * (sigma_min * torch.exp(log_ratio * t)) ** 2 * score(x, t)) < 1e-8,
            "VarianceExploding.reverse_drift should be 0 − g(t)²·score (inherit it from SDE).")
-    passed("VarianceExploding: σ(t) = σ_min(σ_max/σ_min)^t, drift 0, g(t)² = 2·log(σ_max/σ_min)·σ(t)²")
+    passed("VarianceExploding: σ(t) = σ_min(σ_max/σ_min)^t, drift 0, g(t)² = 2·log(σ_max/σ_min)·σ(t)²; float t "
+           "and float32/float64 tensor t")
+
+
+def _expect_dtype_of_t(name: str, time, raw) -> None:
+    """For a tensor t, the result is a tensor of t's dtype (float32 t, float32 σ and g: the samplers keep float32)."""
+    if isinstance(time, torch.Tensor):
+        expect(isinstance(raw, torch.Tensor) and raw.dtype == time.dtype,
+               f"{name} for a {time.dtype} tensor t returned {raw.dtype if isinstance(raw, torch.Tensor) else type_name(raw)}: "
+               "return a tensor of t's dtype (float32 t gives float32 σ and g, so that the samplers keep float32 inputs "
+               "float32). Compute with Python floats and t itself (self.sigma_min * (self.sigma_max / self.sigma_min) "
+               "** t), not through float64 tensors.")
+
+
+def _expect_float_for_float_t(name: str, time, raw, expected: torch.Tensor) -> None:
+    """For a float t, a Python float (or another float64 number). A float32 number misses the check's 1e-8 by a margin
+    that changes with t, so its type is named whatever its value, before the formula is blamed."""
+    if isinstance(time, torch.Tensor) or not isinstance(raw, (torch.Tensor, np.ndarray, np.generic)):
+        return  # a Python number, or a type for the value checks to report
+    dtype = str(raw.dtype).removeprefix("torch.")
+    if dtype == "float64":
+        return
+    if isinstance(raw, torch.Tensor):
+        kind = f"a {'0-d' if raw.dim() == 0 else tuple(raw.shape)} torch.{dtype} tensor"
+    else:
+        kind = f"a NumPy {dtype}"
+    value = torch.as_tensor(raw, dtype=torch.float64).reshape(-1)
+    fail(f"{name} for the float t = {time} returned {kind}"
+         + (f", {float(value[0]):.9g} where the formula gives {float(expected.reshape(-1)[0]):.9g}" if len(value) else "")
+         + f": for a float t return a Python float (a {dtype} number is rounded to about 1e-7 or coarser; the check "
+           "compares at 1e-8). Compute with Python floats and math (self.sigma_min * (self.sigma_max / self.sigma_min) ** t), not "
+           "through a tensor such as torch.as_tensor(t), which is float32.")
 
 
 class _SigmaScore(_ShapeWatch):
@@ -806,6 +944,9 @@ def check_ve_reverse(euler_maruyama, VarianceExploding, seed: int = 0, n: int = 
                                "reverse VE SDE with the exact score", weight_tol=0.05, spread_tol=0.2,
                                cause="The euler_maruyama checks pass, so look at VarianceExploding: with g(t)² = "
                                      "d[σ(t)²]/dt the reverse SDE removes exactly the noise σ(t)² − σ_min².")
+    expect(out.dtype == x0.dtype, f"euler_maruyama with VarianceExploding returned {out.dtype} for {x0.dtype} x0: the "
+                                  "euler_maruyama checks keep the dtype, so look at VarianceExploding: sigma(t) and "
+                                  "diffusion(t) of a float32 tensor t should be float32.")
     passed(f"reverse VE SDE with the exact score: {summary} (truth {fmt(weights, 2)}, {truth:.3f})")
 
 
@@ -894,8 +1035,10 @@ def check_probability_flow_ode(probability_flow_ode, OrnsteinUhlenbeck, seed: in
     summary = _compare_samples(out, THREE_MEANS, weights, torch.full((3, 2), truth, dtype=torch.float64),
                                "probability-flow ODE with the exact score", weight_tol=0.05, spread_tol=0.2,
                                cause="Each step is x ← x + [f − ½·g²·score](x, t)·Δt.")
+    _check_devices(probability_flow_ode, "probability_flow_ode(sde, x0, 1.0, 0.5, 3, score_fn)", (8, 2), 1.0, 0.5, 3,
+                   _DeviceWatch())
     passed(f"probability_flow_ode: exact Gaussian flow (OU and zero-drift SDE, both directions), deterministic; "
-           f"mixture {summary}")
+           f"mixture {summary}; t on x's device")
 
 
 def check_predictor_corrector(predictor_corrector, seed: int = 0, n: int = 2000) -> None:
@@ -908,9 +1051,10 @@ def check_predictor_corrector(predictor_corrector, seed: int = 0, n: int = 2000)
     score = _SigmaScore(weights, THREE_MEANS, THREE_VAR, lambda t: t)
     x0 = _isotropic_sample(weights, THREE_MEANS, THREE_VAR + 1.0, n, seed).float()
     what = "predictor_corrector(sde, x0, 1.0, 0.02, 100, score_fn, snr=0.16, n_corrector=1, generator=g)"
-    out = as_tensor(call(predictor_corrector, sde, x0, 1.0, 0.02, 100, score, snr=0.16, n_corrector=1, generator=g,
-                         what=what), what)
+    out = as_tensor(call_unchanged(predictor_corrector, sde, x0, 1.0, 0.02, 100, score, snr=0.16, n_corrector=1,
+                                   generator=g, what=what), what)
     expect_shape(out, x0.shape, what)
+    expect(out.dtype == x0.dtype, f"predictor_corrector returned {out.dtype} for {x0.dtype} x0: keep the dtype.")
     expect(score.bad_shape is None, f"score_fn received t of shape {score.bad_shape}; pass a tensor of shape [n, 1].")
     times = torch.tensor(score.times)
     expect(len(times) == 200 and bool(((times >= 0.02 - 1e-6) & (times <= 1.0 + 1e-6)).all()),
@@ -947,8 +1091,10 @@ def check_predictor_corrector(predictor_corrector, seed: int = 0, n: int = 2000)
         else:
             msg += "The corrector is x ← x + ε·score_fn(x, t) + √(2ε)·z with ε = 2·(snr·‖z‖/‖score‖)², at the step's new time."
         fail(msg)
+    _check_devices(predictor_corrector, "predictor_corrector(sde, x0, 1.0, 0.5, 2, score_fn, n_corrector=2, generator=g)",
+                   (8, 2), 1.0, 0.5, 2, _DeviceWatch(), n_corrector=2, generator=generator(seed))
     passed(f"predictor_corrector: {summary}; correctors hold the Gaussian marginal (variance {fmt(var, 3)}, "
-           f"truth {expected_var:.3f})")
+           f"truth {expected_var:.3f}); x0 untouched; t and noise on x's device")
 
 
 # ---------------------------------------------------------- the student's energy network (a diagnostic, not graded)
