@@ -131,6 +131,7 @@ class GradingClient(NotebookClient):
             await super().async_execute_cell(agent, cell_index, store_history=False)
         finally:
             self.in_agent = False
+            self.nb.cells[cell_index] = cell  # nbclient put the agent's cell in the test cell's place
             listener.shutdown()  # a kernel that ended without connecting does not make the judge wait
             self._record_verdict(cell, cell_index, await verdict)
         return cell
