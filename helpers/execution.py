@@ -264,6 +264,7 @@ def _where() -> str:
 
 def run_job(job: Job) -> Result:
     """Execute ``job`` and return the executed notebook, the test cells' verdicts and what the driver saw."""
+    import threadpoolctl
     import torch
 
     from . import sandbox
@@ -276,6 +277,7 @@ def run_job(job: Job) -> Result:
     os.environ[BUDGET_ENV] = job.budget
     os.environ["COURSE_DEVICE"] = "cpu"
     torch.set_num_threads(1)
+    threadpoolctl.threadpool_limits(1)  # NumPy's and scikit-learn's BLAS too: two jobs' threads thrash a small CPU
     nb = nbformat.reads(job.notebook, as_version=4)
     scratch = Path(tempfile.mkdtemp(prefix="grading-"))
     # The judge's sockets: a folder the sandbox sees read-only, so the kernel can connect but not plant a socket.
