@@ -49,17 +49,18 @@ SIZES = {
     "04": {
         # 2-D score models: the noise-conditional energy net (ncsn_*) and the time-conditional score net (ou_*) the
         # notebook trains; check_* is the small run the trained-model check makes in both budgets (tolerances
-        # from 20-seed measurements); ve_evals is the score evaluations per sample of each VE sampler in Figure 5.
+        # from seed measurements: over 80 seeds the reference's widest spread is up to 36 % above the truth, the
+        # short training's bias, while σ drawn once per batch gives +55–63 %); ve_evals is the score evaluations per sample of each VE sampler in Figure 5.
         # digit_*: the MNIST bonus (Part 7): training iterations, batch and peak learning rate of the score U-Net, samples
         # drawn, annealed-Langevin levels, steps per level and ε, reverse-VE-SDE steps and predictor–corrector steps.
         "full": dict(ve_evals=500, ncsn_iters=6_000, ncsn_batch=512, ncsn_lr=1e-2, ou_iters=10_000, ou_batch=512, ou_lr=2e-3,
                      n_samples=5_000, check_iters=1_500, check_batch=256, check_lr=2e-2, check_sigma_min=0.02,
-                     check_eps=1e-4, check_T=50, check_samples=1_000, check_weight_tol=0.07, check_spread_tol=0.35,
+                     check_eps=1e-4, check_T=50, check_samples=1_000, check_weight_tol=0.07, check_spread_tol=0.45,
                      digit_iters=4_000, digit_batch=64, digit_lr=2e-3, digit_show=256, digit_L=20, digit_T=20,
                      digit_eps=5e-5, digit_sde_steps=200, digit_pc_steps=150),
         "grade": dict(ve_evals=60, ncsn_iters=300, ncsn_batch=256, ncsn_lr=1e-2, ou_iters=300, ou_batch=256, ou_lr=2e-3,
                       n_samples=1_000, check_iters=1_500, check_batch=256, check_lr=2e-2, check_sigma_min=0.02,
-                      check_eps=1e-4, check_T=50, check_samples=1_000, check_weight_tol=0.07, check_spread_tol=0.35,
+                      check_eps=1e-4, check_T=50, check_samples=1_000, check_weight_tol=0.07, check_spread_tol=0.45,
                       digit_iters=40, digit_batch=32, digit_lr=2e-3, digit_show=64, digit_L=5, digit_T=2,
                       digit_eps=5e-5, digit_sde_steps=10, digit_pc_steps=5),
     },
