@@ -62,10 +62,12 @@ def main() -> int:
     from helpers import bridge, judge
 
     for assignment in args.assignments:
-        started = time.perf_counter()
+        timing = (f"import time; t = time.perf_counter(); import helpers.checks.a{assignment}; "
+                  "print(f'{time.perf_counter() - t:.2f}')")
+        seconds = subprocess.run([sys.executable, "-c", timing], capture_output=True, text=True, cwd=ROOT,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout.strip()
+        print(f"\n{assignment}: importing helpers.checks.a{assignment} takes {seconds} s in a fresh process (torch included)")
         checks = __import__(f"helpers.checks.a{assignment}", fromlist=["_"])
-        print(f"\n{assignment}: importing helpers.checks.a{assignment} took {time.perf_counter() - started:.2f} s "
-              "(with torch, in a fresh process)")
         answers = reference_answers(assignment)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         agent = subprocess.Popen([sys.executable, "-c", AGENT.format(paths=sys.path[:2], assignment=assignment)],
