@@ -118,7 +118,9 @@ def nbgrader_api(course: Path, **sections) -> _QuietAPI:
 def _sanitiser(course: Path):
     from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
 
-    return nbgrader_api(course, CourseDirectory={"autograded_directory": f"{STAGE}/sanitized"}, Autograde={
+    # It reads the submissions staged by _stage (on the release's skeleton), not submitted/ itself.
+    return nbgrader_api(course, CourseDirectory={"submitted_directory": f"{STAGE}/submitted",
+                                                 "autograded_directory": f"{STAGE}/sanitized"}, Autograde={
         "sanitize_preprocessors": [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata],
         "autograde_preprocessors": []})
 
@@ -200,6 +202,23 @@ def rebuild(submission, release):
             placed.add(grade_id)
     nb = nbformat.v4.new_notebook(cells=cells, metadata=copy.deepcopy(release.metadata))
     return nb
+
+
+def _stage(course: Path, student: str, assignment: str) -> None:
+    """A copy of the submission for the sanitiser, each notebook rebuilt on the release's skeleton first.
+
+    nbgrader refuses a notebook whose graded cells' metadata were edited (checksums disagree) and would
+    score it 0 whole; rebuilt, it is graded on what the student wrote. ``submitted/`` is never changed.
+    """
+    source, target = course / "submitted" / student / assignment, course / STAGE / "submitted" / student / assignment
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        release = course / "notebooks" / assignment / path.name
+        if path.suffix == ".ipynb" and release.is_file():
+            nbformat.write(rebuild(nbformat.read(path, as_version=4), nbformat.read(release, as_version=4)),
+                           target / path.name)
+        elif path.is_file():
+            shutil.copy(path, target / path.name)
 
 
 class _Executor:
@@ -317,6 +336,7 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
         futures = {}
         for student, assignment in pending:
             submission = Submission(student, assignment)
+            _stage(course, student, assignment)
             result = sanitiser.autograde(assignment, student)
             log = log_dir(assignment) / f"{student}.log"
             log.write_text(_strip_ansi(result.get("log", "") + result.get("error", "")))
