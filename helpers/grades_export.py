@@ -53,6 +53,8 @@ from pathlib import Path
 from traitlets import Float
 from traitlets.config import Configurable
 
+from .gradebook import open_gradebook
+
 COURSE = Path(__file__).resolve().parents[1]
 FORMATS = ("canvas", "moodle", "csv")
 DAY = 86400
@@ -187,10 +189,8 @@ def _cell_order(course: Path, assignment: str, notebook: str) -> list[str]:
 
 def scores(course: Path = COURSE) -> tuple[dict[str, Assignment], dict[str, dict[str, Score]]]:
     """Every assignment, and ``{student: {assignment: Score}}`` for every submission in the gradebook."""
-    from nbgrader.api import Gradebook
-
     assignments, table = {}, {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    with open_gradebook(course) as gradebook:
         for assignment in sorted(gradebook.assignments, key=lambda a: a.name):
             several = len(assignment.notebooks) > 1
             cells = {}

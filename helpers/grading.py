@@ -43,6 +43,7 @@ import nbformat
 
 from . import integrity, regrade
 from .execution import Job, Result, run_job
+from .gradebook import open_gradebook
 
 STAGE = ".grading"  # sanitised and executed notebooks, rewritten on every run; ignored by git
 DEFAULT_MEMORY = 4 << 30
@@ -139,12 +140,11 @@ def _recorder(course: Path):
 
 def export_csv(course: Path, target: Path) -> None:
     """``nbgrader export --to target``, in this process."""
-    from nbgrader.api import Gradebook
     from nbgrader.plugins import CsvExportPlugin
 
     plugin = CsvExportPlugin(config=_config(course))
     plugin.to = str(target)
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    with open_gradebook(course) as gradebook:
         plugin.export(gradebook)
 
 
@@ -296,9 +296,7 @@ def _cleared(record: Path) -> set[str]:
 
 def _apply_verdicts(course: Path, submission: Submission, flagged: bool) -> None:
     """Each test cell's score from its verdict, in the gradebook; flagged submissions are marked there."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    with open_gradebook(course) as gradebook:
         record = gradebook.find_submission(submission.assignment, submission.student)
         for notebook in record.notebooks:
             verdicts = submission.verdicts.get(f"{notebook.name}.ipynb", {})

@@ -34,6 +34,8 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
+from .gradebook import open_gradebook
+
 CHECKS = Path(__file__).resolve().parent / "checks"
 COLUMNS = ["student", "assignment", "notebook", "question", "max_score", "old_score", "new_score", "old_auto",
            "new_auto", "manual", "change", "message"]
@@ -83,10 +85,10 @@ def _message(verdict) -> str:
 
 def snapshot(course: Path, submissions: list[tuple[str, str]]) -> pd.DataFrame:
     """Per graded cell of these submissions: score, autograded and manual score, and the failure message."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
     rows = []
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    with open_gradebook(course) as gradebook:
         for student, assignment in submissions:
             try:
                 record = gradebook.find_submission(assignment, student)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from .gradebook import open_gradebook
+
 
 def question_scores(course: Path) -> pd.DataFrame:
     """One row per graded submission and graded cell, from nbgrader's gradebook."""
-    from nbgrader.api import Gradebook
-
     rows = []
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+    with open_gradebook(course) as gradebook:
         for assignment in gradebook.assignments:
             for submission in assignment.submissions:
                 for notebook in submission.notebooks:

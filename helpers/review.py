@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .gradebook import open_gradebook
 from .grades_export import COURSE, flag_reasons, is_autograded
-
 REASONS_SHOWN = 10
 
 
@@ -55,11 +55,9 @@ class Flagged:
 
 
 def _gradebook(course: Path):
-    from nbgrader.api import Gradebook
-
     if not (course / "gradebook.db").is_file():
         raise SystemExit("no gradebook.db here: grade first (./kit grade)")
-    return Gradebook(f"sqlite:///{course / 'gradebook.db'}")
+    return open_gradebook(course)
 
 
 def _parts(submission) -> tuple[float, float]:
