@@ -43,7 +43,7 @@ import nbformat
 
 from . import integrity, regrade
 from .execution import Job, Result, run_job
-from .gradebook import open_gradebook
+from .gradebook import open_gradebook, read_record, record_path
 
 STAGE = ".grading"  # sanitised and executed notebooks, rewritten on every run; ignored by git
 DEFAULT_MEMORY = 4 << 30
@@ -286,11 +286,7 @@ class Submission:
 
 def _cleared(record: Path) -> set[str]:
     """The flags an instructor cleared with ``./kit review`` (kept in grading.json across regrades)."""
-    try:
-        data = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return set()
-    cleared = data.get("cleared") if isinstance(data, dict) else None
+    cleared = read_record(record).get("cleared")
     return {str(c) for c in cleared} if isinstance(cleared, list) else set()
 
 
@@ -396,8 +392,7 @@ def _record(course, recorder, submission: Submission, outcome, log_dir) -> bool:
     timestamp = course / "submitted" / student / assignment / "timestamp.txt"
     if timestamp.exists():
         shutil.copy(timestamp, folder / "timestamp.txt")
-    graded = course / "autograded" / student / assignment
-    cleared = _cleared(graded / "grading.json")  # read before nbgrader rewrites the folder
+    cleared = _cleared(record_path(course, student, assignment))  # read before nbgrader rewrites the folder
     result = recorder.autograde(assignment, student)
     log = log_dir(assignment) / f"{student}.log"
     flags, limits = submission.flags(), submission.limits()
@@ -410,7 +405,7 @@ def _record(course, recorder, submission: Submission, outcome, log_dir) -> bool:
         return False
     seen = set(flags) <= cleared  # the instructor cleared exactly these before: not flagged again on a regrade
     _apply_verdicts(course, submission, flagged=bool(flags) and not seen)
-    (graded / "grading.json").write_text(json.dumps(
+    record_path(course, student, assignment).write_text(json.dumps(
         {"flags": flags, "limits": limits, "events": submission.events, "verdicts": submission.verdicts,
          "cleared": sorted(cleared), "version": regrade.version(course, assignment)}, indent=1))
     outcome.problems += [f"{submission.who}: {note}" for note in limits]

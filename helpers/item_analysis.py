@@ -24,13 +24,14 @@ characters without control characters before they are grouped or written.
 """
 from __future__ import annotations
 
-import json
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+
+from .gradebook import read_record
 
 COURSE = Path(__file__).resolve().parents[1]
 MESSAGE_CHARS = 160
@@ -51,10 +52,7 @@ def failure_messages(course: Path) -> dict[tuple[str, str, str], Counter]:
     """(assignment, notebook, grade id) -> Counter of grouped messages of the failed verdicts."""
     found: dict[tuple[str, str, str], Counter] = {}
     for path in sorted((course / "autograded").glob("*/*/grading.json")):
-        try:
-            verdicts = json.loads(path.read_text()).get("verdicts", {})
-        except (OSError, ValueError, AttributeError):
-            continue  # grading writes these; one that cannot be read just adds no messages
+        verdicts = read_record(path).get("verdicts", {})  # one that cannot be read adds no messages
         assignment = path.parent.name
         for notebook, cells in verdicts.items() if isinstance(verdicts, dict) else ():
             for grade_id, verdict in cells.items() if isinstance(cells, dict) else ():

@@ -34,7 +34,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from .gradebook import open_gradebook
+from .gradebook import open_gradebook, read_record, record_path
 
 CHECKS = Path(__file__).resolve().parent / "checks"
 COLUMNS = ["student", "assignment", "notebook", "question", "max_score", "old_score", "new_score", "old_auto",
@@ -54,19 +54,11 @@ def version(course: Path, assignment: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _grading_json(course: Path, student: str, assignment: str) -> dict:
-    try:
-        found = json.loads((course / "autograded" / student / assignment / "grading.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def stale(course: Path, student: str, assignment: str) -> bool:
     """Was this graded submission graded by another version than the current one (or before versions)?"""
     if not (course / "autograded" / student / assignment).is_dir():
         return False  # never graded: ./kit grade grades it anyway, it is no regrade
-    return _grading_json(course, student, assignment).get("version") != version(course, assignment)
+    return read_record(record_path(course, student, assignment)).get("version") != version(course, assignment)
 
 
 def stale_submissions(course: Path) -> list[tuple[str, str]]:
@@ -94,7 +86,7 @@ def snapshot(course: Path, submissions: list[tuple[str, str]]) -> pd.DataFrame:
                 record = gradebook.find_submission(assignment, student)
             except MissingEntry:
                 continue
-            verdicts = _grading_json(course, student, assignment).get("verdicts", {})
+            verdicts = read_record(record_path(course, student, assignment)).get("verdicts", {})
             for notebook in record.notebooks:
                 cells = verdicts.get(f"{notebook.name}.ipynb", {}) if isinstance(verdicts, dict) else {}
                 for grade in notebook.grades:

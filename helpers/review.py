@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .gradebook import open_gradebook
+from .gradebook import open_gradebook, read_record, record_path
 from .grades_export import COURSE, flag_reasons, is_autograded
 REASONS_SHOWN = 10
 
@@ -98,12 +98,9 @@ def _log(course: Path, line: str) -> None:
 
 def _remember_cleared(course: Path, student: str, assignment: str) -> None:
     """Note the reasons the instructor has seen in grading.json: a regrade that finds only these flags no more."""
-    record = course / "autograded" / student / assignment / "grading.json"
-    try:
-        data = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(data, dict) and isinstance(data.get("flags"), list):
+    record = record_path(course, student, assignment)
+    data = read_record(record)
+    if isinstance(data.get("flags"), list):
         data["cleared"] = sorted({*data.get("cleared", []), *map(str, data["flags"])})
         record.write_text(json.dumps(data, indent=1))
 
