@@ -667,7 +667,7 @@ def _answer(op, header, buffers, namespace, table):
             np.random.set_state(rng[1])
         before = [v.clone() if isinstance(v, torch.Tensor) else v.copy() if isinstance(v, np.ndarray) else None
                   for v in syncables]
-        with _quiet(), torch.set_grad_enabled(bool(header.get("grad", True))):
+        with silenced(), torch.set_grad_enabled(bool(header.get("grad", True))):
             value = fn(*args, **kwargs)
         states = []
         for original, copy in zip(syncables, before):
@@ -686,8 +686,9 @@ def _answer(op, header, buffers, namespace, table):
 
 
 @contextlib.contextmanager
-def _quiet():
-    """The student's printout and warnings stay out of the judge's way (and out of the notebook)."""
+def silenced():
+    """Student code run quietly: its printout, progress bars and warnings stay out of the checks' report (and,
+    in the kernel, out of the notebook)."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
