@@ -79,8 +79,8 @@ class Result:
     host: str  # the worker's address, or the machine's name
 
 
-def _error_output(message: str):
-    return nbformat.v4.new_output("error", ename=LIMIT_ENAME, evalue=message, traceback=[f"{LIMIT_ENAME}: {message}"])
+def _error_output(message: str, ename: str = LIMIT_ENAME):
+    return nbformat.v4.new_output("error", ename=ename, evalue=message, traceback=[f"{ename}: {message}"])
 
 
 class GradingClient(NotebookClient):
@@ -246,9 +246,7 @@ def verdict_outputs(verdict) -> list:
     if verdict.lines:
         outputs.append(nbformat.v4.new_output("stream", name="stdout", text="".join(f"{line}\n" for line in verdict.lines)))
     if not verdict.passed:
-        ename = VERDICT_ENAMES.get(verdict.kind, LIMIT_ENAME)
-        outputs.append(nbformat.v4.new_output("error", ename=ename, evalue=verdict.message,
-                                              traceback=[f"{ename}: {verdict.message}"]))
+        outputs.append(_error_output(verdict.message, VERDICT_ENAMES.get(verdict.kind, LIMIT_ENAME)))
     return outputs
 
 

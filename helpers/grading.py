@@ -267,7 +267,6 @@ class Submission:
     static: list[str] = field(default_factory=list)  # what the reading of its code found (helpers.integrity)
     events: list[dict] = field(default_factory=list)  # typed events from the driver (helpers.execution.Event)
     verdicts: dict[str, dict] = field(default_factory=dict)  # notebook name -> grade_id -> verdict
-    broken: list[str] = field(default_factory=list)  # notebooks whose job itself failed
 
     @property
     def who(self) -> str:
@@ -357,7 +356,6 @@ def grade_submissions(course: Path, pending: list[tuple[str, str]], options: Opt
             try:
                 result: Result = future.result()
             except Exception as error:  # the job itself broke (worker lost, kernel never started): 0, and said so
-                submission.broken.append(name)
                 outcome.problems.append(f"{submission.who}: {name} could not be run ({type(error).__name__}: "
                                         f"{str(error)[:200]}), scored 0")
             else:
